@@ -1,0 +1,315 @@
+"""LISTEN/NOTIFY wake-ups between processes: a latency hint on top of polling.
+
+One daemon thread per provider owns a dedicated connection (not from the pool). It LISTENs on
+the schema's channel (``channel_name``) and turns every notification sent by *another* process
+into calls on the provider's ``WakeupHub``; it also sends this provider's own notifications.
+
+Why the notifications are not sent inside the operations' transactions: a transaction that
+calls NOTIFY takes a cluster-wide lock at commit and holds it through its WAL flush, which
+serializes every notifying commit and caps throughput at one fsync per turn. Instead an
+operation, after it committed, hands a hint to ``post`` (no I/O); this thread sends the hints
+batched as ``SELECT pg_notify(...)`` on its own connection — a transaction without writes,
+which needs no flush — at most one batch per ``MIN_SEND_INTERVAL_S`` under load, at once when
+idle. So an operation stays one round trip and never waits for the notify.
+
+Payload: compact JSON ``{"o": [delays], "w": [delays], "s": 1, "c": [[instance, execution,
+activity], ...]}``. ``o``/``w``: work on the orchestrator/worker queue visible after each delay
+in milliseconds (0: now; a timer carries its delay, which the receiver registers as a due time
+on its hub) — every distinct due time of a batch, to the millisecond; ``s``: an instance
+status, custom status or KV changed; ``c``: cancelled activities (the receiver calls
+``publish_cancelled`` so a running activity learns at once). Payloads stay under PostgreSQL's
+8000-byte limit (long lists of delays or keys are split over several).
+
+The connection is checked every ``KEEPALIVE_S`` when idle; after it breaks (server restart,
+``pg_terminate_backend``) the thread reconnects with exponential back-off and, since it may
+have missed notifications, wakes every channel once. Hints posted while it is disconnected are
+kept (up to ``MAX_PENDING`` due times per queue) and sent once it is back, so the other
+processes still learn of the timers due later; polling stays the source of truth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from duroxide.observability.logging import get_logger
+from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
+from duroxide.work_items import ActivityKey
+
+#: Idle time after which the listener checks its connection with a query.
+KEEPALIVE_S = 10.0
+#: Minimum time between two notification batches of one provider.
+MIN_SEND_INTERVAL_S = 0.005
+#: Largest payload sent (PostgreSQL's limit is 8000 bytes).
+MAX_PAYLOAD = 7900
+#: Due times kept per queue while disconnected (beyond, the latest are dropped: the wake-up
+#: after the reconnect and polling cover them).
+MAX_PENDING = 10_000
+_BACKOFF_FIRST_S = 0.05
+_BACKOFF_MAX_S = 5.0
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def encode_payloads(
+    orchestrator: Sequence[int],
+    worker: Sequence[int],
+    status: bool,
+    cancelled: Sequence[ActivityKey],
+) -> list[str]:
+    """The payloads announcing one batch, each at most ``MAX_PAYLOAD`` bytes: every distinct
+    delay of each queue (in order) and every cancelled key."""
+    base: dict[str, Any] = {}
+    if orchestrator:
+        base["o"] = sorted(set(orchestrator))
+    if worker:
+        base["w"] = sorted(set(worker))
+    if status:
+        base["s"] = 1
+    if not base and not cancelled:
+        return []
+    keys = [[k.instance_id, k.execution_id, k.activity_id] for k in cancelled]
+    whole = _dumps({**base, "c": keys} if keys else base)
+    if len(whole) <= MAX_PAYLOAD:
+        return [whole]
+    payloads: list[str] = []
+    if len(_dumps(base)) <= MAX_PAYLOAD:
+        if base:
+            payloads.append(_dumps(base))
+    else:
+        if status:
+            payloads.append('{"s":1}')
+        for key in ("o", "w"):
+            payloads += _chunks(key, [str(d) for d in base.get(key, ())])
+    payloads += _chunks("c", [_dumps(key) for key in keys])
+    return payloads
+
+
+def _chunks(key: str, items: list[str]) -> list[str]:
+    """``{"<key>": [items]}`` payloads of at most ``MAX_PAYLOAD`` bytes (an item too large
+    alone is dropped)."""
+    prefix, payloads = f'{{"{key}":[', []
+    chunk: list[str] = []
+    size = len(prefix) + 2
+    for item in items:
+        if size + len(item) + 1 > MAX_PAYLOAD and chunk:
+            payloads.append(prefix + ",".join(chunk) + "]}")
+            chunk, size = [], len(prefix) + 2
+        if size + len(item) + 1 <= MAX_PAYLOAD:
+            chunk.append(item)
+            size += len(item) + 1
+    if chunk:
+        payloads.append(prefix + ",".join(chunk) + "]}")
+    return payloads
+
+
+def apply_payload(hub: WakeupHub, payload: str) -> None:
+    """Replay one received payload on ``hub``; malformed parts are ignored."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return
+    if not isinstance(data, dict):
+        return
+    for key, channel in (("o", ORCHESTRATOR), ("w", WORKER)):
+        delays = data.get(key)
+        if isinstance(delays, list):
+            for delay in delays:
+                if isinstance(delay, int):
+                    hub.notify(channel, delay if delay > 0 else None)
+    if data.get("s"):
+        hub.notify(STATUS)
+    cancelled = data.get("c")
+    if isinstance(cancelled, list):
+        keys = [
+            ActivityKey(instance_id=k[0], execution_id=k[1], activity_id=k[2])
+            for k in cancelled
+            if isinstance(k, list) and len(k) == 3 and isinstance(k[0], str)
+            and isinstance(k[1], int) and isinstance(k[2], int)
+        ]  # fmt: skip
+        hub.publish_cancelled(keys)
+
+
+class PgListener:
+    """The LISTEN connection and notification sender of one provider (see the module doc)."""
+
+    def __init__(
+        self, url: str, connect_kwargs: dict[str, Any], channel: str, hub: WakeupHub
+    ) -> None:
+        self._url = url
+        self._kwargs = connect_kwargs
+        self._channel = channel
+        self._hub = hub
+        self._log = get_logger("provider.postgres", channel=channel)
+        self._lock = threading.Lock()
+        self._orchestrator: set[int] = set()  # due times, monotonic milliseconds
+        self._worker: set[int] = set()
+        self._status = False
+        self._cancelled: list[ActivityKey] = []
+        self._signalled = False
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name=f"{channel}-listener", daemon=True)
+        self._thread.start()
+
+    @property
+    def pid(self) -> int | None:
+        """Server process id of the listening connection (None while disconnected)."""
+        return self._pid
+
+    def wait_listening(self, timeout_s: float) -> bool:
+        """Block until the listener is connected (or the timeout); True if it is."""
+        return self._listening.wait(timeout_s)
+
+    def post(
+        self,
+        *,
+        orchestrator: Iterable[int] = (),
+        worker: Iterable[int] = (),
+        status: bool = False,
+        cancelled: Sequence[ActivityKey] = (),
+    ) -> None:
+        """Announce committed work to the other processes (sent soon, asynchronously).
+
+        ``orchestrator``/``worker``: delays in ms after which new work becomes visible (0: now).
+        Kept while the listener is disconnected and sent once it is back.
+        """
+        now = _now_ms()
+        with self._lock:
+            for pending, delays in ((self._orchestrator, orchestrator),
+                                    (self._worker, worker)):  # fmt: skip
+                for delay in delays:
+                    if len(pending) < MAX_PENDING:
+                        pending.add(now + max(delay, 0))
+            self._status = self._status or status
+            self._cancelled.extend(cancelled)
+            if self._signalled or not (self._orchestrator or self._worker or self._status
+                                       or self._cancelled):  # fmt: skip
+                return
+            self._signalled = True
+        self._wake()
+
+    def close(self) -> None:
+        """Send what is pending (best effort), stop the thread and close its connection."""
+        self._stop.set()
+        self._wake()
+        self._thread.join(timeout=5.0)
+        if not self._thread.is_alive():
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # --- the thread ------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # A full pipe means a wake-up is pending anyway; a closed one, that we are closing.
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
+
+    def _run(self) -> None:
+        backoff = _BACKOFF_FIRST_S
+        reconnecting = False
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, **self._kwargs) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self._pid = conn.info.backend_pid
+                    self._dispatch(conn)
+                    backoff = _BACKOFF_FIRST_S
+                    if reconnecting:  # notifications may have been missed meanwhile
+                        self._hub.notify_many((ORCHESTRATOR, WORKER, STATUS))
+                        self._log.info("listener.reconnected", pid=self._pid)
+                    self._listening.set()
+                    self._serve(conn)
+            except (psycopg.Error, OSError) as exc:
+                if not self._stop.is_set():
+                    self._log.warning("listener.disconnected", error=str(exc), retry_in_s=backoff)
+            self._pid = None
+            self._listening.clear()
+            reconnecting = True
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _serve(self, conn: psycopg.Connection[Any]) -> None:
+        sock = conn.fileno()
+        poller = select.poll()  # not select(): file descriptors may exceed FD_SETSIZE
+        poller.register(sock, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        last_sent = 0.0
+        last_io = time.monotonic()
+        while True:
+            stopping = self._stop.is_set()
+            now = time.monotonic()
+            if self._signalled and (stopping or now - last_sent >= MIN_SEND_INTERVAL_S):
+                self._drain_pipe()
+                payloads = self._take_payloads()
+                if payloads:
+                    conn.execute(
+                        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                        (self._channel, payloads),
+                    )
+                    last_sent = last_io = time.monotonic()
+                    self._dispatch(conn)  # notifications that arrived during the query
+            if stopping:
+                return
+            timeout = KEEPALIVE_S
+            if self._signalled:
+                timeout = max(0.0, last_sent + MIN_SEND_INTERVAL_S - time.monotonic())
+            readable = {fd for fd, _ in poller.poll(timeout * 1000)}
+            if sock in readable:
+                self._dispatch(conn)
+                last_io = time.monotonic()
+            elif not readable and time.monotonic() - last_io >= KEEPALIVE_S:
+                conn.execute("SELECT 1")
+                last_io = time.monotonic()
+                self._dispatch(conn)
+            if self._wake_r in readable:
+                self._drain_pipe()
+
+    def _drain_pipe(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _take_payloads(self) -> list[str]:
+        now = _now_ms()
+        with self._lock:
+            orchestrator, self._orchestrator = self._orchestrator, set()
+            worker, self._worker = self._worker, set()
+            status, self._status = self._status, False
+            cancelled, self._cancelled = self._cancelled, []
+            self._signalled = False
+        return encode_payloads(
+            [max(0, due - now) for due in orchestrator],
+            [max(0, due - now) for due in worker],
+            status,
+            cancelled,
+        )
+
+    def _dispatch(self, conn: psycopg.Connection[Any]) -> None:
+        """Apply the notifications received so far; our own (same backend) are skipped."""
+        own = self._pid
+        for notify in conn.notifies(timeout=0):
+            if notify.pid != own:
+                apply_payload(self._hub, notify.payload)

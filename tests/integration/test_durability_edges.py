@@ -1,0 +1,154 @@
+"""Durability edge cases found in review: each test pins a bug that once existed."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from duroxide import ActivityFailedError, Client, Runtime, RuntimeOptions, SqliteProvider
+
+from .support import eventually
+
+
+def test_an_event_queued_while_the_start_is_parked_is_kept(make_runtime, client):
+    """The node that first sees a start cannot run it (rolling deploy) and parks it; a message
+    enqueued meanwhile must reach the orchestration once a node that can run it takes over."""
+    old = make_runtime()
+    old.register_orchestration("Other", lambda ctx, x: x)
+    old.start()
+    client.start_orchestration("parked", "Worker")
+    eventually(lambda: old.metrics_snapshot().orch_abandoned >= 1, 5)
+    client.enqueue_event("parked", "jobs", {"job": 1})
+    old.shutdown(1_000)
+
+    def worker(ctx: Any, _: Any) -> Any:
+        return (yield ctx.dequeue_event("jobs"))
+
+    new = make_runtime()
+    new.register_orchestration("Worker", worker)
+    new.start()
+    result = client.wait_for_orchestration("parked", 10_000)
+    assert (result.status, result.output) == ("Completed", {"job": 1})
+
+
+def test_a_turn_longer_than_its_lock_is_renewed_not_poisoned(make_runtime, client):
+    def slow(ctx: Any, _: Any) -> Any:
+        value = yield ctx.schedule_activity("A", 1)
+        if not ctx.is_replaying:
+            time.sleep(1.0)  # a slow (deterministic) step: 2.5x the lock timeout
+        return value
+
+    runtime = make_runtime(orchestrator_lock_timeout_ms=400, max_attempts=2)
+    runtime.register_orchestration("Slow", slow)
+    runtime.register_activity("A", lambda ctx, x: x)
+    runtime.start()
+    client.start_orchestration("slow", "Slow")
+    result = client.wait_for_orchestration("slow", 10_000)
+    assert (result.status, result.output) == ("Completed", 1)
+    snapshot = runtime.metrics_snapshot()
+    assert snapshot.orch_lock_lost == 0
+    assert snapshot.orchestration_lock_renewals >= 1
+
+
+def test_a_slot_survives_an_exception_whose_str_raises_system_exit(make_runtime, client):
+    class Nasty(Exception):
+        def __str__(self) -> str:
+            raise SystemExit(3)
+
+    def nasty(ctx: Any, _: Any) -> Any:
+        raise Nasty
+
+    def orch(ctx: Any, _: Any) -> Any:
+        try:
+            yield ctx.schedule_activity("Nasty", None)
+        except ActivityFailedError as exc:
+            return f"caught: {exc}"
+        return "not raised"
+
+    runtime = make_runtime(orchestration_concurrency=1, worker_concurrency=1)
+    runtime.register_activity("Nasty", nasty)
+    runtime.register_orchestration("O", orch)
+    runtime.start()
+    for i in range(3):  # one slot each: a dead slot would stall the second and third
+        client.start_orchestration(f"nasty-{i}", "O")
+        result = client.wait_for_orchestration(f"nasty-{i}", 5_000)
+        assert result.status == "Completed"
+        assert "Nasty" in result.output
+
+
+def _file_runtime(path: Path, **options: Any) -> tuple[SqliteProvider, Runtime, Client]:
+    provider = SqliteProvider.open(f"sqlite:{path}")
+    options.setdefault("dispatcher_poll_interval_ms", 20)
+    return provider, Runtime(provider, RuntimeOptions(**options)), Client(provider)
+
+
+@pytest.mark.slow
+def test_an_undecodable_work_item_is_poisoned_after_max_attempts(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    provider, runtime, client = _file_runtime(db, max_attempts=1)
+
+    def orch(ctx: Any, _: Any) -> Any:
+        try:
+            yield ctx.schedule_activity("A", 1)
+        except ActivityFailedError as exc:
+            return str(exc)
+        return "ran"
+
+    runtime.register_orchestration("O", orch)
+    runtime.register_activity("A", lambda ctx, x: x)
+    try:
+        client.start_orchestration("corrupt", "O")
+        # no runtime yet: corrupt the work item the first turn will enqueue, once it exists
+        first = Runtime(provider, RuntimeOptions(worker_concurrency=0,
+                                                 dispatcher_poll_interval_ms=20))  # fmt: skip
+        first.register_orchestration("O", orch)
+        first.start()
+        with sqlite3.connect(db) as raw:
+            eventually(lambda: raw.execute("SELECT count(*) FROM worker_queue").fetchone()[0], 5)
+            raw.execute("UPDATE worker_queue SET payload = '{not json'")
+        first.shutdown(1_000)
+        runtime.start()
+        result = client.wait_for_orchestration("corrupt", 10_000)
+        assert result.status == "Completed"
+        assert result.output.startswith("poison:") and "undecodable" in result.output
+    finally:
+        runtime.shutdown(1_000)
+        provider.close()
+
+
+@pytest.mark.slow
+def test_an_undecodable_history_event_is_poisoned_after_max_attempts(tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    provider, runtime, client = _file_runtime(db, max_attempts=1)
+
+    def orch(ctx: Any, _: Any) -> Any:
+        yield ctx.wait_for_event("go")
+        return "ok"
+
+    runtime.register_orchestration("O", orch)
+    try:
+        runtime.start()
+        client.start_orchestration("corrupt", "O")
+        eventually(lambda: client.get_status("corrupt").status == "Running", 5)
+        runtime.shutdown(1_000)
+        with sqlite3.connect(db) as raw:
+            raw.execute("UPDATE history SET data = '{not json' WHERE event_id = 2")
+        provider, runtime, client = _file_runtime(db, max_attempts=1)
+        runtime.register_orchestration("O", orch)
+        runtime.start()
+        client.raise_event("corrupt", "go")
+        result = client.wait_for_orchestration("corrupt", 10_000)
+        assert (result.status, result.error_category) == ("Failed", "poison")
+        assert "undecodable history" in (result.error or "")
+        with sqlite3.connect(db) as raw:  # the corrupt row cannot be decoded: read columns
+            rows = raw.execute("SELECT event_id, kind FROM history WHERE instance_id = ? "
+                               "ORDER BY event_id", ("corrupt",)).fetchall()  # fmt: skip
+        assert rows[-1][1] == "OrchestrationFailed"
+        assert [r[0] for r in rows] == list(range(1, len(rows) + 1))
+    finally:
+        runtime.shutdown(1_000)
+        provider.close()

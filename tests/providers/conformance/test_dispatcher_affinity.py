@@ -1,0 +1,130 @@
+"""History affinity: a dispatcher that acked an instance's last turn gets it without history,
+and reads only what it misses with ``read_history(after_event_id)``."""
+
+from __future__ import annotations
+
+from duroxide.history import ExternalEvent
+from duroxide.providers.base import OrchestrationAck, OrchestrationItem
+
+from .helpers import (
+    LOCK_MS,
+    Store,
+    continue_as_new,
+    raise_event,
+    run_first_turn,
+    start,
+    started,
+    update,
+)
+
+
+def fetch_as(provider: Store, dispatcher_id: str | None) -> OrchestrationItem:
+    item = provider.fetch_orchestration_item(LOCK_MS, dispatcher_id=dispatcher_id)
+    assert item is not None, "expected an orchestration item"
+    return item
+
+
+def ack_event(provider: Store, item: OrchestrationItem, event_id: int) -> None:
+    """Ack ``item`` with one ExternalEvent as event ``event_id``."""
+    provider.ack_orchestration_item(
+        item.lock_token,
+        OrchestrationAck(
+            instance=update(execution_id=item.execution_id),
+            events=[ExternalEvent(event_id=event_id, timestamp_ms=item.now_ms, name="evt")],
+        ),
+    )
+
+
+def test_a_new_instance_comes_with_its_empty_history(provider: Store) -> None:
+    start(provider, "inst")
+
+    item = fetch_as(provider, "d1")
+
+    assert item.history == []
+    assert item.history_len == 0
+
+
+def test_the_dispatcher_of_the_last_turn_gets_no_history(provider: Store) -> None:
+    start(provider, "inst")
+    first = fetch_as(provider, "d1")
+    provider.ack_orchestration_item(
+        first.lock_token, OrchestrationAck(instance=update(), events=[started(first.now_ms)])
+    )
+    raise_event(provider, "inst")
+
+    again = fetch_as(provider, "d1")
+
+    assert again.history is None
+    assert again.history_len == 1
+    assert again.execution_id == 1
+    assert [m.kind for m in again.messages] == ["ExternalRaised"]
+    assert provider.read_history("inst", 1) == [started(first.now_ms)]
+
+
+def test_another_dispatcher_or_none_gets_the_full_history(provider: Store) -> None:
+    start(provider, "inst")
+    first = fetch_as(provider, "d1")
+    provider.ack_orchestration_item(
+        first.lock_token, OrchestrationAck(instance=update(), events=[started(first.now_ms)])
+    )
+
+    raise_event(provider, "inst")
+    other = fetch_as(provider, "d2")
+    assert other.history == [started(first.now_ms)]
+    ack_event(provider, other, 2)
+
+    raise_event(provider, "inst")
+    back = fetch_as(provider, "d1")  # d2 acked the last turn
+    assert back.history is not None
+    assert [e.event_id for e in back.history] == [1, 2]
+    assert back.history_len == 2
+    provider.abandon_orchestration_item(back.lock_token)
+
+    anonymous = fetch_as(provider, None)
+    assert anonymous.history is not None
+    assert len(anonymous.history) == 2
+
+
+def test_an_ack_without_instance_update_keeps_the_last_dispatcher(provider: Store) -> None:
+    start(provider, "inst")
+    first = fetch_as(provider, "d1")
+    provider.ack_orchestration_item(
+        first.lock_token, OrchestrationAck(instance=update(), events=[started(first.now_ms)])
+    )
+    raise_event(provider, "inst")
+    provider.ack_orchestration_item(
+        fetch_as(provider, "d2").lock_token, OrchestrationAck(instance=None)
+    )
+    raise_event(provider, "inst")
+
+    assert fetch_as(provider, "d1").history is None
+
+
+def test_history_len_counts_the_current_execution_only(provider: Store) -> None:
+    run_first_turn(provider, "inst")
+    continue_as_new(provider, "inst")
+    raise_event(provider, "inst")
+
+    item = fetch_as(provider, None)
+
+    assert item.execution_id == 2
+    assert item.history_len == 1
+    assert item.history is not None
+    assert len(item.history) == 1
+
+
+def test_read_history_after_an_event_id_returns_only_later_events(provider: Store) -> None:
+    start(provider, "inst")
+    item = fetch_as(provider, None)
+    events = [started(item.now_ms)] + [
+        ExternalEvent(event_id=i, timestamp_ms=item.now_ms, name=f"e{i}") for i in range(2, 6)
+    ]
+    provider.ack_orchestration_item(
+        item.lock_token, OrchestrationAck(instance=update(), events=events)
+    )
+
+    assert provider.read_history("inst", 1, after_event_id=0) == events
+    assert provider.read_history("inst", 1, after_event_id=3) == events[3:]
+    assert provider.read_history("inst", 1, after_event_id=5) == []
+    assert provider.read_history("inst", 1, after_event_id=99) == []
+    assert provider.read_history("inst", 2, after_event_id=0) == []

@@ -1,0 +1,255 @@
+"""LISTEN/NOTIFY: work, timers, status changes and cancellations committed through one
+provider wake the hub of another (another process, in production); the listener survives a
+killed connection."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from duroxide.history import ActivityScheduled, ExternalEvent, OrchestrationStarted, TimerCreated
+from duroxide.providers.base import InstanceUpdate, OrchestrationAck, OrchestrationItem
+from duroxide.providers.postgres import PostgresProvider
+from duroxide.providers.postgres import listener as listener_module
+from duroxide.providers.postgres.listener import MAX_PAYLOAD, apply_payload, encode_payloads
+from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
+from duroxide.work_items import (
+    ActivityKey,
+    ActivityWorkItem,
+    EventRaised,
+    OutboundMessage,
+    StartOrchestration,
+    TimerFiredMsg,
+)
+
+WAIT_S = 5.0
+
+
+def wait_until(check: Callable[[], Any], what: str) -> Any:
+    deadline = time.monotonic() + WAIT_S
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {WAIT_S}s: {what}")
+        time.sleep(0.005)
+    return value
+
+
+def running(execution_id: int = 1) -> InstanceUpdate:
+    return InstanceUpdate(
+        orchestration_name="O", orchestration_version="1.0.0", execution_id=execution_id,
+        status="Running", execution_status="Running",
+    )  # fmt: skip
+
+
+def first_turn(provider: PostgresProvider, instance_id: str, **ack: Any) -> OrchestrationItem:
+    provider.enqueue_orchestrator(instance_id, StartOrchestration(name="O", version="1.0.0"))
+    item = provider.fetch_orchestration_item(30_000)
+    assert item is not None
+    events = [OrchestrationStarted(event_id=1, timestamp_ms=item.now_ms, name="O",
+                                   version="1.0.0"), *ack.pop("events", [])]  # fmt: skip
+    provider.ack_orchestration_item(
+        item.lock_token, OrchestrationAck(instance=running(), events=events, **ack)
+    )
+    return item
+
+
+def activity(activity_id: int) -> ActivityWorkItem:
+    return ActivityWorkItem(instance_id="inst", execution_id=1, activity_id=activity_id, name="A")
+
+
+def test_an_enqueue_wakes_the_other_provider(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    sender, receiver = open_provider(), open_provider()
+    since = receiver.wakeups.generation(ORCHESTRATOR)
+
+    sender.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+
+    assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
+
+
+def test_a_provider_ignores_its_own_notifications(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    provider, witness = open_provider(), open_provider()
+    mine = provider.wakeups.generation(ORCHESTRATOR)
+    theirs = witness.wakeups.generation(ORCHESTRATOR)
+
+    provider.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+    wait_until(lambda: witness.wakeups.generation(ORCHESTRATOR) != theirs, "the notification")
+    time.sleep(0.1)
+
+    assert provider.wakeups.generation(ORCHESTRATOR) == mine + 1  # the local notify only
+
+
+def test_worker_and_status_changes_wake_the_other_provider(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    sender, receiver = open_provider(), open_provider()
+    worker = receiver.wakeups.generation(WORKER)
+    status = receiver.wakeups.generation(STATUS)
+
+    first_turn(sender, "inst", worker_items=[activity(2)],
+               events=[ActivityScheduled(event_id=2, timestamp_ms=0, name="A")])  # fmt: skip
+
+    assert receiver.wakeups.wait(WORKER, worker, WAIT_S) is True
+    assert receiver.wakeups.wait(STATUS, status, WAIT_S) is True
+
+
+def test_a_timer_wakes_the_other_provider_when_it_comes_due(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    sender, receiver = open_provider(), open_provider()
+    before = receiver.wakeups.generation(ORCHESTRATOR)
+    sender.enqueue_orchestrator("inst", StartOrchestration(name="O", version="1.0.0"))
+    wait_until(lambda: receiver.wakeups.generation(ORCHESTRATOR) != before, "the start's wake-up")
+    item = sender.fetch_orchestration_item(30_000)
+    assert item is not None
+    fire_at = item.now_ms + 400
+    since = receiver.wakeups.generation(ORCHESTRATOR)
+    acked = time.monotonic()
+    sender.ack_orchestration_item(
+        item.lock_token,
+        OrchestrationAck(
+            instance=running(),
+            events=[
+                OrchestrationStarted(event_id=1, timestamp_ms=item.now_ms, name="O",
+                                     version="1.0.0"),
+                TimerCreated(event_id=2, timestamp_ms=item.now_ms, fire_at_ms=fire_at),
+            ],
+            orchestrator_items=[OutboundMessage(
+                instance_id="inst",
+                message=TimerFiredMsg(execution_id=1, timer_id=2, fire_at_ms=fire_at),
+                visible_at_ms=fire_at,
+            )],
+        ),
+    )  # fmt: skip
+
+    assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
+    assert time.monotonic() - acked >= 0.3  # woken by the due time, not at once
+    assert receiver.fetch_orchestration_item(30_000) is not None
+
+
+def test_a_cancelled_activity_is_published_to_the_other_provider(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    sender, receiver = open_provider(), open_provider()
+    first_turn(sender, "inst", worker_items=[activity(2), activity(3)],
+               events=[ActivityScheduled(event_id=2, timestamp_ms=0, name="A"),
+                       ActivityScheduled(event_id=3, timestamp_ms=0, name="A")])  # fmt: skip
+    published: list[ActivityKey] = []
+    got = threading.Event()
+
+    def listener(keys: list[ActivityKey]) -> None:
+        published.extend(keys)
+        got.set()
+
+    receiver.wakeups.add_cancel_listener(listener)
+    sender.enqueue_orchestrator("inst", EventRaised(name="e"))
+    item = sender.fetch_orchestration_item(30_000)
+    assert item is not None
+    cancelled = ActivityKey(instance_id="inst", execution_id=1, activity_id=3)
+    sender.ack_orchestration_item(
+        item.lock_token,
+        OrchestrationAck(
+            instance=running(),
+            events=[ExternalEvent(event_id=4, timestamp_ms=item.now_ms, name="e")],
+            cancelled_activities=[cancelled],
+        ),
+    )
+
+    assert got.wait(WAIT_S)
+    assert published == [cancelled]
+
+
+def test_the_listener_reconnects_after_its_backend_is_killed(
+    open_provider: Callable[..., PostgresProvider], admin_conn: psycopg.Connection[Any]
+) -> None:
+    sender, receiver = open_provider(), open_provider()
+    old_pid = receiver.listener_pid
+    assert old_pid is not None
+    since = {c: receiver.wakeups.generation(c) for c in (ORCHESTRATOR, WORKER, STATUS)}
+
+    admin_conn.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+
+    new_pid = wait_until(
+        lambda: receiver.listener_pid not in (None, old_pid) and receiver.listener_pid,
+        "a new listener connection",
+    )
+    assert new_pid != old_pid
+    # Notifications may have been missed meanwhile: every channel was woken once.
+    for channel, generation in since.items():
+        assert receiver.wakeups.generation(channel) != generation
+    before = receiver.wakeups.generation(ORCHESTRATOR)
+    sender.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+    assert receiver.wakeups.wait(ORCHESTRATOR, before, WAIT_S) is True
+
+
+def test_large_cancellation_batches_are_split_below_the_payload_limit() -> None:
+    keys = [ActivityKey(instance_id="i" * 300 + str(n), execution_id=1, activity_id=n)
+            for n in range(100)]  # fmt: skip
+
+    payloads = encode_payloads([0, 250, 0], [0], True, keys)
+
+    assert len(payloads) > 2
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    hub = WakeupHub()
+    received: list[ActivityKey] = []
+    hub.add_cancel_listener(received.extend)
+    for payload in payloads:
+        apply_payload(hub, payload)
+    assert received == keys
+    assert hub.generation(ORCHESTRATOR) == 1  # delays 0 (deduplicated) and 250 (a due time)
+    assert (hub.generation(WORKER), hub.generation(STATUS)) == (1, 1)
+    assert json.loads(payloads[0]) == {"o": [0, 250], "w": [0], "s": 1}
+
+
+def test_malformed_payloads_are_ignored() -> None:
+    hub = WakeupHub()
+    for payload in ["", "not json", "[]", '{"o": "x", "c": [[1, 2]], "w": [null]}']:
+        apply_payload(hub, payload)
+
+    assert [hub.generation(c) for c in (ORCHESTRATOR, WORKER, STATUS)] == [0, 0, 0]
+
+
+def test_every_distinct_due_time_of_a_batch_is_forwarded() -> None:
+    """No due time is dropped, however many a batch has (they are deduplicated, and spread
+    over several payloads when they do not fit in one)."""
+    delays = [0, 0, *range(100, 3100, 100), 250, 250]
+
+    payloads = encode_payloads(delays, list(range(1, 2001)), False, [])
+
+    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    sent_o = sorted(d for p in payloads for d in json.loads(p).get("o", []))
+    sent_w = sorted(d for p in payloads for d in json.loads(p).get("w", []))
+    assert sent_o == sorted(set(delays))
+    assert sent_w == list(range(1, 2001))
+
+
+def test_hints_posted_while_disconnected_are_sent_after_the_reconnect(
+    open_provider: Callable[..., PostgresProvider],
+    admin_conn: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timer committed while the sender's listener is down still wakes the other process
+    when it comes due: the hint waits for the reconnect instead of being dropped."""
+    monkeypatch.setattr(listener_module, "_BACKOFF_FIRST_S", 1.0)  # a long enough outage
+    sender, receiver = open_provider(), open_provider()
+    old_pid = sender.listener_pid
+    assert old_pid is not None
+    admin_conn.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+    wait_until(lambda: sender.listener_pid is None, "the sender's listener to notice")
+    since = receiver.wakeups.generation(ORCHESTRATOR)
+    posted = time.monotonic()
+
+    sender.enqueue_orchestrator("inst", EventRaised(name="later"), delay_ms=1_500)
+
+    assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
+    assert time.monotonic() - posted >= 1.3  # woken by the due time it was told about
+    assert sender.listener_pid not in (None, old_pid)

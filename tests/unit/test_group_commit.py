@@ -1,0 +1,71 @@
+"""Group commit: concurrent acks share transactions, and each still gets its own outcome."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from duroxide.errors import LockLostError, ProviderError
+from duroxide.runtime.group_commit import GroupCommit
+
+
+class SlowStore:
+    """Commits take a while (like a database round trip), so acks pile up behind them."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+
+    def commit(self, acks: Sequence[int]) -> list[ProviderError | None]:
+        self.batches.append(list(acks))
+        if len(self.batches) == 1:
+            self.release.wait(5)  # hold the first commit until everyone has submitted
+        return [LockLostError("ack") if n % 7 == 0 else None for n in acks]
+
+
+def test_acks_submitted_during_a_commit_share_the_next_transaction() -> None:
+    store = SlowStore()
+    commits = GroupCommit[int]("ack", store.commit)
+    results: dict[int, ProviderError | None] = {}
+    first = threading.Thread(target=lambda: results.__setitem__(1, commits.submit(1)))
+    first.start()
+    while not store.batches:
+        threading.Event().wait(0.001)
+    others = [threading.Thread(target=lambda n=n: results.__setitem__(n, commits.submit(n)))
+              for n in range(2, 22)]  # fmt: skip
+    for t in others:
+        t.start()
+    while len(commits._pending) < 20:  # all twenty queued behind the first commit
+        threading.Event().wait(0.001)
+    store.release.set()
+    for t in [first, *others]:
+        t.join(5)
+
+    assert store.batches[0] == [1]
+    assert sorted(n for batch in store.batches[1:] for n in batch) == list(range(2, 22))
+    assert len(store.batches) == 2  # the twenty waiting acks went in ONE transaction
+    assert sorted(results) == list(range(1, 22))
+    for n, result in results.items():
+        assert isinstance(result, LockLostError) == (n % 7 == 0)
+
+
+def test_a_lone_ack_is_committed_by_its_own_thread_at_once() -> None:
+    calls: list[str] = []
+
+    def commit(acks: Sequence[str]) -> list[ProviderError | None]:
+        calls.append(threading.current_thread().name)
+        return [None] * len(acks)
+
+    commits = GroupCommit[str]("ack", commit)
+    assert commits.submit("x") is None
+    assert calls == [threading.current_thread().name]
+
+
+def test_a_crashing_commit_fails_every_ack_of_its_batch_without_stranding_anyone() -> None:
+    def commit(acks: Sequence[int]) -> list[ProviderError | None]:
+        raise RuntimeError("driver bug")
+
+    commits = GroupCommit[int]("ack", commit)
+    error = commits.submit(1)
+    assert isinstance(error, ProviderError) and "driver bug" in str(error)
+    assert commits.submit(2) is not None  # still usable afterwards
