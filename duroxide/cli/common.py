@@ -21,6 +21,8 @@ from urllib.parse import quote
 from duroxide.cli.output import Printer
 from duroxide.client import Client
 from duroxide.providers.base import Provider
+from duroxide.providers.sql import Queries, read_text
+from duroxide.providers.sqlite.connection import PACKAGE as SQLITE_PACKAGE
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 DEFAULT_SCHEMA = "duroxide"
@@ -159,10 +161,7 @@ def check_schema(schema: str | None) -> str:
 
 def sqlite_tables() -> tuple[str, ...]:
     """The tables the SQLite schema creates (read from its ``schema.sql``)."""
-    from duroxide.providers.sql import read_text
-    from duroxide.providers.sqlite.connection import PACKAGE
-
-    text = read_text(PACKAGE, "schema.sql")
+    text = read_text(SQLITE_PACKAGE, "schema.sql")
     return tuple(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", text))
 
 
@@ -174,7 +173,7 @@ def sqlite_missing_tables(path: str) -> list[str]:
     try:
         conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True)
         try:
-            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+            rows = conn.execute(Queries(SQLITE_PACKAGE, "queries.sql")["list_tables"]).fetchall()
         finally:
             conn.close()
     except sqlite3.Error as exc:

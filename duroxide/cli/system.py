@@ -20,6 +20,7 @@ from duroxide.cli.common import (
     sqlite_missing_tables,
     sqlite_tables,
 )
+from duroxide.providers.sql import Queries
 
 DEFAULT_HEALTH_TIMEOUT_S = 5.0
 
@@ -255,10 +256,10 @@ def _postgres_checks(url: str, schema: str, timeout_s: float) -> list[Check]:
         ]
     with conn:
         try:
-            conn.execute(
-                "SELECT set_config('statement_timeout', %s, false)", (str(int(timeout_s * 1000)),)
-            )
-            server = conn.execute("SHOW server_version").fetchone()
+            control = Queries("duroxide.providers.postgres", "control.sql")
+            timeout_ms = str(int(timeout_s * 1000))
+            conn.execute(control["session_statement_timeout"], (timeout_ms,))
+            server = conn.execute(control["server_version"]).fetchone()
             connection = Check("connection", True, f"PostgreSQL {server[0] if server else '?'}")
         except psycopg.Error as exc:
             return [

@@ -178,6 +178,24 @@ def live_processes_in_group(pgid: int) -> list[int]:
     return pids
 
 
+def describe_processes(pids: list[int]) -> str:
+    """pid, state, command line and every thread's kernel wait channel (for a failure message)."""
+    lines = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            waits = sorted(
+                Path(f"/proc/{pid}/task/{tid}/wchan").read_text() or "-"
+                for tid in os.listdir(f"/proc/{pid}/task")
+            )
+        except OSError as exc:
+            lines.append(f"{pid}: {exc}")
+            continue
+        lines.append(f"{pid} [{state}] {cmd[:200]} threads waiting in {waits}")
+    return "\n".join(lines)
+
+
 @contextmanager
 def running_cluster(url: str, schema: str, tmp_path: Path, *args: str,
                     env: dict[str, str] | None = None, name: str = "cluster"

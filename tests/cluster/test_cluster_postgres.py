@@ -19,7 +19,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, TraceFlags
 from prometheus_client.parser import text_string_to_metric_families
-from support import read_effects, running_cluster
+from support import describe_processes, read_effects, running_cluster
 
 pytestmark = pytest.mark.slow
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -159,9 +159,13 @@ def test_a_crashed_child_is_restarted_and_a_killed_supervisor_leaves_no_orphans(
         children = set(cluster.alive_children())
         assert children and children <= set(members)
         os.kill(cluster.proc.pid, signal.SIGKILL)
-        cluster.wait_until(lambda: not cluster.group_processes(),
-                           "every child to exit after the supervisor was killed", 20,
-                           allow_exit=True)  # fmt: skip
+        try:
+            cluster.wait_until(lambda: not cluster.group_processes(),
+                               "every child to exit after the supervisor was killed", 20,
+                               allow_exit=True)  # fmt: skip
+        except AssertionError as exc:  # say which process stayed, and where it waits
+            stayed = describe_processes(cluster.group_processes())
+            raise AssertionError(f"{exc}\n{stayed}") from None
         cluster.wait_until(lambda: len(cluster.events("child.stopped")) == len(children),
                            "the children's last log lines", 10, allow_exit=True)  # fmt: skip
         orphans = cluster.events("child.draining", reason="supervisor gone")

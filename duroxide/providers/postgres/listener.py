@@ -42,6 +42,7 @@ import psycopg
 from psycopg import sql
 
 from duroxide.observability.logging import get_logger
+from duroxide.providers.sql import Queries
 from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
 from duroxide.work_items import ActivityKey
 
@@ -54,6 +55,7 @@ MAX_PAYLOAD = 7900
 #: Due times kept per queue while disconnected (beyond, the latest are dropped: the wake-up
 #: after the reconnect and polling cover them).
 MAX_PENDING = 10_000
+_CONTROL = Queries("duroxide.providers.postgres", "control.sql")
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 
@@ -230,7 +232,9 @@ class PgListener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._url, **self._kwargs) as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    conn.execute(
+                        sql.SQL(_CONTROL["listen"]).format(channel=sql.Identifier(self._channel))
+                    )
                     self._pid = conn.info.backend_pid
                     self._dispatch(conn)
                     backoff = _BACKOFF_FIRST_S
@@ -263,10 +267,7 @@ class PgListener:
                 self._drain_pipe()
                 payloads = self._take_payloads()
                 if payloads:
-                    conn.execute(
-                        "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                        (self._channel, payloads),
-                    )
+                    conn.execute(_CONTROL["notify_many"], (self._channel, payloads))
                     last_sent = last_io = time.monotonic()
                     self._dispatch(conn)  # notifications that arrived during the query
             if stopping:
@@ -279,7 +280,7 @@ class PgListener:
                 self._dispatch(conn)
                 last_io = time.monotonic()
             elif not readable and time.monotonic() - last_io >= KEEPALIVE_S:
-                conn.execute("SELECT 1")
+                conn.execute(_CONTROL["keepalive"])
                 last_io = time.monotonic()
                 self._dispatch(conn)
             if self._wake_r in readable:

@@ -36,20 +36,22 @@ from psycopg import sql
 
 from duroxide.errors import ProviderError
 from duroxide.providers.postgres.connection import PACKAGE, PgOptions, translate
-from duroxide.providers.sql import read_text
+from duroxide.providers.sql import Queries, read_text
 
 #: First key of the advisory lock that serializes schema changes ("Duro"); the second key is
 #: hashtext(schema name).
 _LOCK_CLASS = 0x4475726F
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-_CREATE_TRACKING = """
-CREATE TABLE IF NOT EXISTS duroxide_migrations (
-    version integer PRIMARY KEY,
-    name text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-)
-"""
+
+@cache
+def _control() -> Queries:
+    return Queries(PACKAGE, "control.sql")
+
+
+def _stmt(name: str, schema: str) -> sql.Composed:
+    """Statement ``name`` of control.sql on ``schema`` (quoted by psycopg's ``sql``)."""
+    return sql.SQL(_control()[name]).format(schema=sql.Identifier(schema))
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +102,12 @@ def ensure_schema(
 def schema_version(conn: psycopg.Connection[Any], schema: str) -> int | None:
     """The version ``schema`` has, read on ``conn`` without changing anything: None when the
     schema does not exist, 0 when it exists without a (filled) migration table."""
-    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None:
+    if conn.execute(_control()["schema_exists"], (schema,)).fetchone() is None:
         return None
-    table = conn.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, 'duroxide_migrations'))", (schema,)
-    ).fetchone()
+    table = conn.execute(_control()["migration_table"], (schema,)).fetchone()
     if table is None or table[0] is None:
         return 0
-    query = sql.SQL("SELECT coalesce(max(version), 0) FROM {}").format(
-        sql.Identifier(schema, "duroxide_migrations")
-    )
-    row = conn.execute(query).fetchone()
+    row = conn.execute(_stmt("migration_version", schema)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -156,18 +153,16 @@ def verify_schema(url: str, schema: str, options: PgOptions) -> int:
 
 def set_search_path(conn: psycopg.Connection[Any], schema: str) -> None:
     """Point the current transaction at ``schema`` (then ``pg_temp``, never searched first)."""
-    conn.execute(sql.SQL("SET LOCAL search_path TO {}, pg_temp").format(sql.Identifier(schema)))
+    conn.execute(_stmt("set_search_path", schema))
 
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, from_schema_sql: bool) -> int:
-    name = sql.Identifier(schema)
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, schema))
-    exists = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
-    if exists is None:
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(name))
+    conn.execute(_control()["lock_schema"], (_LOCK_CLASS, schema))
+    if conn.execute(_control()["schema_exists"], (schema,)).fetchone() is None:
+        conn.execute(_stmt("create_schema", schema))
     set_search_path(conn, schema)
-    conn.execute(_CREATE_TRACKING)
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM duroxide_migrations").fetchone()
+    conn.execute(_stmt("create_tracking_table", schema))
+    row = conn.execute(_stmt("migration_version", schema)).fetchone()
     current: int = row[0] if row else 0
     pending = list(pending_after(current))
     if not pending:
@@ -179,7 +174,6 @@ def _migrate(conn: psycopg.Connection[Any], schema: str, from_schema_sql: bool) 
             conn.execute(migration.text())
     with conn.cursor() as cursor:
         cursor.executemany(
-            "INSERT INTO duroxide_migrations (version, name) VALUES (%s, %s)",
-            [(m.version, m.name) for m in pending],
+            _stmt("record_migration", schema), [(m.version, m.name) for m in pending]
         )
     return pending[-1].version

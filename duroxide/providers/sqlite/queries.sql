@@ -416,3 +416,10 @@ FROM orchestrator_queue
 
 -- name: worker_queue_depths
 SELECT coalesce(tag, ''), count(*) FROM worker_queue GROUP BY tag
+
+-- ============================================================================================
+-- operator tools (duroxide CLI)
+-- ============================================================================================
+
+-- name: list_tables
+SELECT name FROM sqlite_master WHERE type = 'table'
