@@ -9,7 +9,8 @@ calls NOTIFY takes a cluster-wide lock at commit and holds it through its WAL fl
 serializes every notifying commit and caps throughput at one fsync per turn. Instead an
 operation, after it committed, hands a hint to ``post`` (no I/O); this thread sends the hints
 batched as ``SELECT pg_notify(...)`` on its own connection — a transaction without writes,
-which needs no flush — at most one batch per ``MIN_SEND_INTERVAL_S`` under load, at once when
+which needs no flush — at most one batch per send interval (adaptive, from
+``MIN_SEND_INTERVAL_S`` when posts are rare to ``MAX_SEND_INTERVAL_S`` under load), at once when
 idle. So an operation stays one round trip and never waits for the notify.
 
 Payload: compact JSON ``{"o": [delays], "w": [delays], "s": 1, "c": [[instance, execution,
@@ -48,8 +49,14 @@ from duroxide.work_items import ActivityKey
 
 #: Idle time after which the listener checks its connection with a query.
 KEEPALIVE_S = 10.0
-#: Minimum time between two notification batches of one provider.
-MIN_SEND_INTERVAL_S = 0.005
+#: Time between two notification batches of one provider: adaptive between these bounds. A
+#: batch that coalesced several posts doubles the interval, a batch of one halves it: a lone
+#: request is announced at once (latency), a busy process sends a few batches per second
+#: instead of one per post (every NOTIFY is a committed transaction with its own xid).
+MIN_SEND_INTERVAL_S = 0.002
+MAX_SEND_INTERVAL_S = 0.025
+#: Posts coalesced into one batch from which the interval grows.
+BUSY_BATCH = 2
 #: Largest payload sent (PostgreSQL's limit is 8000 bytes).
 MAX_PAYLOAD = 7900
 #: Due times kept per queue while disconnected (beyond, the latest are dropped: the wake-up
@@ -164,6 +171,8 @@ class PgListener:
         self._status = False
         self._cancelled: list[ActivityKey] = []
         self._signalled = False
+        self._posts = 0  # posts since the last batch
+        self._interval = MIN_SEND_INTERVAL_S
         self._pid: int | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
@@ -204,6 +213,7 @@ class PgListener:
                         pending.add(now + max(delay, 0))
             self._status = self._status or status
             self._cancelled.extend(cancelled)
+            self._posts += 1
             if self._signalled or not (self._orchestrator or self._worker or self._status
                                        or self._cancelled):  # fmt: skip
                 return
@@ -263,7 +273,7 @@ class PgListener:
         while True:
             stopping = self._stop.is_set()
             now = time.monotonic()
-            if self._signalled and (stopping or now - last_sent >= MIN_SEND_INTERVAL_S):
+            if self._signalled and (stopping or now - last_sent >= self._interval):
                 self._drain_pipe()
                 payloads = self._take_payloads()
                 if payloads:
@@ -274,7 +284,7 @@ class PgListener:
                 return
             timeout = KEEPALIVE_S
             if self._signalled:
-                timeout = max(0.0, last_sent + MIN_SEND_INTERVAL_S - time.monotonic())
+                timeout = max(0.0, last_sent + self._interval - time.monotonic())
             readable = {fd for fd, _ in poller.poll(timeout * 1000)}
             if sock in readable:
                 self._dispatch(conn)
@@ -301,6 +311,11 @@ class PgListener:
             status, self._status = self._status, False
             cancelled, self._cancelled = self._cancelled, []
             self._signalled = False
+            posts, self._posts = self._posts, 0
+        if posts >= BUSY_BATCH:
+            self._interval = min(self._interval * 2, MAX_SEND_INTERVAL_S)
+        else:
+            self._interval = max(self._interval / 2, MIN_SEND_INTERVAL_S)
         return encode_payloads(
             [max(0, due - now) for due in orchestrator],
             [max(0, due - now) for due in worker],

@@ -253,3 +253,27 @@ def test_hints_posted_while_disconnected_are_sent_after_the_reconnect(
     assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
     assert time.monotonic() - posted >= 1.3  # woken by the due time it was told about
     assert sender.listener_pid not in (None, old_pid)
+
+
+def test_a_busy_sender_batches_its_notifications_and_a_quiet_one_sends_at_once(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    """Every NOTIFY is a committed transaction: under a stream of posts the send interval grows
+    to its maximum (few transactions, each carrying many hints), and once posts are rare again
+    each is sent at once (a lone request is not delayed). The other provider sees them all."""
+    sender, receiver = open_provider(), open_provider()
+    listener = sender._listener
+    hub = receiver.wakeups
+    before = hub.generation(WORKER)
+    deadline = time.monotonic() + WAIT_S
+    while listener._interval < listener_module.MAX_SEND_INTERVAL_S:  # a burst of posts
+        assert time.monotonic() < deadline, f"interval stayed at {listener._interval}"
+        listener.post(worker=[0])
+        time.sleep(0.0005)
+    wait_until(lambda: hub.generation(WORKER) > before, "the burst's notifications")
+
+    for _ in range(12):  # rare posts: each batch holds one, so the interval shrinks back
+        sent = hub.generation(WORKER)
+        listener.post(worker=[0])
+        wait_until(lambda sent=sent: hub.generation(WORKER) > sent, "a lone notification")
+    assert listener._interval == listener_module.MIN_SEND_INTERVAL_S
