@@ -2,7 +2,7 @@
 pool, the client's trace context in another process, restarts with backoff, no orphans after
 a SIGKILL, draining on SIGTERM (and a new cluster taking over at once), a second signal.
 
-(The kill-a-child-every-second load test is in ``test_chaos_postgres.py``.)
+(The kill-a-child-every-second load tests are scenarios 1 and 2 of the fault suite, tests/chaos.)
 """
 
 from __future__ import annotations

@@ -113,7 +113,11 @@ class PostgresWorkerMixin:
             retry="reconnect",
         )
         if changed:
-            self._wakeups.notify(WORKER, delay or None)
+            # A delayed abandon (an activity this worker cannot run, a backoff) wakes only the
+            # other processes at its due time, not this one (it polls): otherwise it retakes
+            # the item first every time and starves a worker that can run it.
+            if not delay:
+                self._wakeups.notify(WORKER)
             self._listener.post(worker=(delay,))
 
     def renew_work_item_lock(self, lock_token: str, lock_timeout_ms: int) -> bool:

@@ -1,0 +1,1 @@
+"""One module per fault scenario, ``sNN_name.py``: ``NUMBER``, ``TITLE``, ``run(env)``."""
