@@ -159,7 +159,8 @@ ON CONFLICT (instance_id) DO UPDATE SET visible_at = excluded.visible_at
 WHERE r.lock_token IS NULL;
 
 -- name: oversized_rows
--- Scenario 12: stored payloads (queues, history, outputs, custom status, KV) over the limit.
+-- Scenario 12: stored rows (queues, history, outputs, custom status, KV) longer than the
+-- bound: the payload limit plus the envelope of one row.
 SELECT (SELECT count(*) FROM {schema}.orchestrator_queue AS q WHERE octet_length(q.payload) > %(limit)s)
      + (SELECT count(*) FROM {schema}.worker_queue AS w WHERE octet_length(w.payload) > %(limit)s)
      + (SELECT count(*) FROM {schema}.history AS h WHERE octet_length(h.data) > %(limit)s)
