@@ -179,11 +179,15 @@ class PostgresProvider(PostgresWorkerMixin, PostgresAdminMixin):
         ``fetch_orchestration_item``)."""
         if max_items <= 0:
             return []
+        # A fetch is retried at once on a fresh connection when the pooled one turned out dead
+        # (an idle connection killed since its last use): a claim lost with its connection
+        # just expires, like any abandoned lock.
         rows = self._db.run(
             "fetch_orchestration_item",
             self._lean["fetch_orchestration_items"],
             (lock_timeout_ms, max_items, dispatcher_id),
             fetch="all",
+            retry="reconnect",
         )
         return [orchestration_item(row) for row in rows]
 

@@ -61,6 +61,7 @@ class PostgresWorkerMixin:
              0 if session is None else session.max_sessions,
              0 if session is None else session.lock_timeout_ms),
             fetch="all",
+            retry="reconnect",  # as the orchestration fetch: a lost claim just expires
         )  # fmt: skip
         return [work_item(row) for row in rows]
 

@@ -14,11 +14,12 @@ from psycopg import sql
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from duroxide.errors import LockLostError, ProviderError
-from duroxide.history import OrchestrationStarted
+from duroxide.history import ActivityScheduled, OrchestrationStarted
 from duroxide.providers.base import InstanceUpdate, OrchestrationAck
 from duroxide.providers.postgres import PostgresProvider
 from duroxide.providers.postgres.connection import translate
-from duroxide.work_items import StartOrchestration
+from duroxide.types import TagFilter, TagFilterSpec
+from duroxide.work_items import ActivityWorkItem, StartOrchestration
 
 
 @pytest.mark.parametrize(
@@ -187,6 +188,43 @@ def test_reads_retry_after_the_server_dropped_the_connection(
         assert raised.value.retryable is True
         provider.enqueue_orchestrator("inst", StartOrchestration(name="O"))
         assert provider.get_queue_depths().orchestrator_queue == 1
+    finally:
+        provider.close()
+
+
+def test_fetches_retry_once_on_a_new_connection_when_the_pooled_one_was_killed(
+    pg_url: str, schema: str, admin_conn: psycopg.Connection[Any]
+) -> None:
+    """A dispatcher's pooled connection killed while idle (a failover, a proxy, an operator's
+    pg_terminate_backend) must not cost it a failed fetch and a back-off: under repeated kills
+    that starved dispatchers for good. A claim lost with its connection just expires."""
+    name = f"dxf_{schema}"[:60]
+    provider = PostgresProvider.connect_with_schema(
+        f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}", schema, max_size=1
+    )
+    try:
+        provider.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+        assert _terminate_pooled_connections(admin_conn, name) >= 1
+        before = provider.round_trips
+        items = provider.fetch_orchestration_items(30_000, 4)  # not a ProviderError
+        assert provider.round_trips - before == 2  # the dead connection, then a new one
+        assert [i.instance_id for i in items] == ["inst"]
+        provider.ack_orchestration_item(items[0].lock_token, OrchestrationAck(
+            instance=InstanceUpdate(orchestration_name="O", orchestration_version="1.0.0",
+                                    execution_id=1, status="Running",
+                                    execution_status="Running"),
+            events=[OrchestrationStarted(event_id=1, timestamp_ms=items[0].now_ms, name="O",
+                                         version="1.0.0"),
+                    ActivityScheduled(event_id=2, timestamp_ms=items[0].now_ms, name="A")],
+            worker_items=[ActivityWorkItem(instance_id="inst", execution_id=1, activity_id=2,
+                                           name="A")],
+        ))  # fmt: skip
+
+        assert _terminate_pooled_connections(admin_conn, name) >= 1
+        before = provider.round_trips
+        work = provider.fetch_work_items(30_000, 4, TagFilterSpec.parse(TagFilter.DEFAULT_ONLY))
+        assert provider.round_trips - before == 2
+        assert [w.item.name for w in work] == ["A"]
     finally:
         provider.close()
 
