@@ -13,9 +13,13 @@ Invariants, per execution and instance:
   current (last) execution;
 * no queue row (orchestrator, worker or claim) is left for a finished instance (polled until
   ``settle_s``: a stale message is dropped by a last turn shortly after the completion);
-* with ``expected`` (instance id -> output, or ``EXPECT_FAILED`` / ``ANY_OUTPUT``): every
-  expected instance exists and finished as expected — one that is missing or still running is
-  *lost*; without it, no instance may still be running.
+* no message is left queued for an instance that never ran a turn (a start never processed);
+* no instance is still running; with ``expected`` (instance id -> output, or ``EXPECT_FAILED``
+  / ``ANY_OUTPUT``) every expected instance exists and finished as expected — one that is
+  missing, still running or in the wrong terminal state is *lost*.
+
+Instances, executions and history are read in one repeatable-read snapshot, so a commit between
+the reads cannot tear them.
 
 ``check(url, schema, expected)`` returns an ``InvariantReport``; ``report.apply(result)`` copies
 its counts onto a ``ScenarioResult`` (and adds the checks ``history invariants`` and
@@ -109,16 +113,19 @@ def check(url: str, schema: str, expected: Mapping[str, Any] | None = None, *,
     """Check every invariant of ``schema``; ``expected`` maps instance ids to their output."""
     report = InvariantReport()
     with psycopg.connect(url, autocommit=True, application_name="chaos_checker") as conn:
-        instances = {row[0]: row[1:] for row in conn.execute(statement("checker.sql", "instances",
-                                                                        schema))}  # fmt: skip
+        # one snapshot for the three reads, so a turn committing in between cannot tear them
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
         executions: dict[str, dict[int, _Execution]] = defaultdict(dict)
-        for iid, eid, status, output, count in conn.execute(
-            statement("checker.sql", "executions", schema)
-        ):
-            executions[iid][eid] = _Execution(status, output, count)
-        for iid, eid, event_id, kind, source, data in conn.execute(
-            statement("checker.sql", "history", schema)
-        ):
+        with conn.transaction():
+            rows = conn.execute(statement("checker.sql", "instances", schema))
+            instances = {row[0]: row[1:] for row in rows}
+            for iid, eid, status, output, count in conn.execute(
+                statement("checker.sql", "executions", schema)
+            ):
+                executions[iid][eid] = _Execution(status, output, count)
+            history = conn.execute(statement("checker.sql", "history", schema)).fetchall()
+        for iid, eid, event_id, kind, source, data in history:
             execution = executions[iid].get(eid)
             if execution is None:
                 report.add(f"{iid}#{eid}: history without an execution row")
@@ -215,10 +222,12 @@ def _check_instance(report: InvariantReport, iid: str, status: str, current: int
 
 def _check_expected(report: InvariantReport, instances: Mapping[str, tuple[Any, ...]],
                     expected: Mapping[str, Any] | None) -> None:  # fmt: skip
+    # no instance may still be running, expected or not (an expected one is also lost, below)
+    others = [iid for iid, row in instances.items()
+              if row[0] == "Running" and (expected is None or iid not in expected)]  # fmt: skip
+    if others:
+        report.add(f"{len(others)} instances still running: {_short(others)}")
     if expected is None:
-        if report.running:
-            running = [iid for iid, row in instances.items() if row[0] == "Running"]
-            report.add(f"{report.running} instances still running: {_short(running)}")
         return
     missing, running, wrong_state, wrong_output = [], [], [], []
     for iid, want in expected.items():
@@ -250,12 +259,11 @@ def _check_queues(report: InvariantReport, conn: psycopg.Connection[Any], schema
     finished = {iid for iid, row in instances.items() if row[0] in FINISHED}
     deadline = time.monotonic() + settle_s
     while True:
-        left = [
-            (queue, iid, n)
-            for queue, iid, n in conn.execute(statement("checker.sql", "queued", schema))
-            if iid in finished
-        ]
-        if not left or time.monotonic() >= deadline:
+        queued = list(conn.execute(statement("checker.sql", "queued", schema)))
+        left = [(queue, iid, n) for queue, iid, n in queued if iid in finished]
+        # messages for an instance that never ran a turn: a start (or a child) never processed
+        never_ran = sorted({iid for _queue, iid, _n in queued if iid not in instances})
+        if not (left or never_ran) or time.monotonic() >= deadline:
             break
         time.sleep(0.2)
     report.leftover_queue_rows = sum(n for _q, _i, n in left)
@@ -263,6 +271,8 @@ def _check_queues(report: InvariantReport, conn: psycopg.Connection[Any], schema
         shown = [f"{queue}:{iid}x{n}" for queue, iid, n in left]
         report.add(f"{report.leftover_queue_rows} queue rows left for finished instances: "
                    f"{_short(shown)}")  # fmt: skip
+    if never_ran:
+        report.add(f"{len(never_ran)} instances queued but never started: {_short(never_ran)}")
 
 
 def _short(items: list[Any]) -> str:

@@ -90,13 +90,16 @@ def stage(env: ChaosEnv, name: str, workload: dict[str, Any] | None = None,
     url = url or env.url
     schema = env.schema(f"{name}_{os.getpid()}")
     drop_schema(url, schema)
-    provider = open_provider(url, schema)
-    try:
+    provider = None
+    try:  # opening the provider creates the schema: drop it even if that fails half-way
+        provider = open_provider(url, schema)
         work = Workload(url, schema, **(workload or {}))
         work.create_tables()
         yield Stage(env, schema, work, Client(provider))
     finally:
-        provider.close()
+        if provider is not None:
+            with suppress(Exception):
+                provider.close()
         with suppress(psycopg.Error):
             drop_schema(url, schema)
 
@@ -108,8 +111,9 @@ def clusters() -> Iterator[list[Any]]:
     try:
         yield started
     finally:
-        for cluster in started:
-            cluster.kill_tree()
+        for cluster in started:  # one that fails to die must not leave the others running
+            with suppress(Exception):
+                cluster.kill_tree()
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float,
@@ -174,7 +178,7 @@ def activity_recovery_ms(stage_: Stage, kills: Sequence[tuple[int, int]]) -> lis
     attempts = stage_.workload.attempts()
     times = []
     for pid, at_ms in kills:
-        for attempt_pid, _worker, started_ms, completed_ms in attempts:
+        for attempt_pid, _worker, started_ms, completed_ms, *_step in attempts:
             if attempt_pid == pid and started_ms <= at_ms and (completed_ms or 0) > at_ms:
                 times.append(float(completed_ms - at_ms))  # type: ignore[operator]
     return times

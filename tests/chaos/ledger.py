@@ -5,7 +5,9 @@
 all of them. Activity ``idx`` of instance ``i``:
 
 1. inserts a row into ``ledger`` (one per execution attempt, so re-executions are counted);
-2. inserts its committed side effect into ``effects`` idempotently (``ON CONFLICT DO NOTHING``);
+2. inserts its committed side effect into ``effects`` idempotently per scheduled activity
+   (``ON CONFLICT DO NOTHING`` on instance, step and activity id): a re-execution applies
+   nothing, the same step scheduled twice applies a second, duplicate effect;
 3. sleeps ``s`` seconds and returns ``step_value(i, idx)``.
 
 The orchestration checks every returned value and returns their sum, so every instance's
@@ -82,7 +84,7 @@ def ledger_step(ctx: Any, args: dict[str, Any]) -> int:
     })  # fmt: skip
     value = step_value(ctx.instance_id, idx)
     _execute("record_effect", {"instance_id": ctx.instance_id, "idx": idx, "value": value,
-                               "now_ms": now_ms})  # fmt: skip
+                               "activity_id": ctx.activity_id, "now_ms": now_ms})  # fmt: skip
     time.sleep(sleep_s)
     return value
 
@@ -112,18 +114,24 @@ def setup(runtime: Any) -> None:
 @dataclass(frozen=True)
 class LedgerCounts:
     attempts: int
+    #: distinct scheduled activities attempted (instance, step, activity id)
+    scheduled: int
+    #: distinct steps attempted (instance, step)
     activities: int
     effects: int
+    #: distinct steps with an effect
     effect_keys: int
     #: completed instances whose effects differ in number from their history's completions
     mismatched: int
 
     @property
     def reexecutions(self) -> int:
-        return self.attempts - self.activities
+        """Attempts beyond one per scheduled activity (at-least-once delivery)."""
+        return self.attempts - self.scheduled
 
     @property
     def duplicate_effects(self) -> int:
+        """Effects beyond one per step: a step scheduled, run and applied more than once."""
         return self.effects - self.effect_keys
 
 
@@ -164,7 +172,8 @@ class Workload:
         assert row is not None and mismatched is not None
         return LedgerCounts(*row, mismatched[0])
 
-    def attempts(self) -> list[tuple[int, str, int, int | None]]:
-        """``(pid, worker_id, started_ms, completion_ms | None)`` of every attempt."""
+    def attempts(self) -> list[tuple[int, str, int, int | None, str, int]]:
+        """``(pid, worker_id, started_ms, completion_ms | None, instance_id, idx)`` of every
+        attempt."""
         with psycopg.connect(self.url, autocommit=True) as conn:
             return list(conn.execute(statement("ledger.sql", "attempts", self.schema)))

@@ -18,7 +18,9 @@ RENEWALS = re.compile(r'^duroxide_lock_renewals_total\{[^}]*kind="activity"[^}]*
 
 def run(env: ChaosEnv) -> ScenarioResult:
     small = env.size == "small"
-    lock_ms, instances = (600, 4) if small else (2000, 24)
+    # 1 s locks at the small size: renewed every 1/3 s, so a loaded machine's stalls of a few
+    # hundred ms do not lose one
+    lock_ms, instances = (1000, 4) if small else (2000, 24)
     result = ScenarioResult(NUMBER, TITLE, reexecutions_allowed=False)
     long_s = 5 * lock_ms / 1000
     with stage(env, "s08", {"k": 2, "sleep_s": long_s}) as st, clusters() as started:
@@ -34,7 +36,7 @@ def run(env: ChaosEnv) -> ScenarioResult:
         st.workload.start(st.client, ids)
         wait_finished(st, len(ids), 60 if small else 180)
         verdict(result, st, ids)
-        durations = [done - begun for _p, _w, begun, done in st.workload.attempts() if done]
+        durations = [a[3] - a[2] for a in st.workload.attempts() if a[3] is not None]
         result.checks["outlived its lock 5x"] = min(durations, default=0) >= 5 * lock_ms
         status, metrics = cluster.get("/metrics")
         renewals = sum(float(v) for v in RENEWALS.findall(metrics)) if status == 200 else 0

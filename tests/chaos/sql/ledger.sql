@@ -2,7 +2,10 @@
 
 -- name: create_tables
 -- ledger: one row per execution attempt of an activity (re-executions included);
--- effects: the committed side effect, written idempotently (one row per activity).
+-- effects: the committed side effect, written idempotently per scheduled activity (its
+-- instance, step and activity id): a re-execution of the same scheduled activity applies
+-- nothing, but the same step scheduled again under another id (a turn applied twice, a replay
+-- that scheduled it anew) applies a second effect -- a duplicate effect.
 CREATE TABLE IF NOT EXISTS {schema}.ledger (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     instance_id text NOT NULL,
@@ -16,8 +19,9 @@ CREATE TABLE IF NOT EXISTS {schema}.effects (
     instance_id text NOT NULL,
     idx integer NOT NULL,
     value bigint NOT NULL,
+    activity_id bigint NOT NULL,
     applied_ms bigint NOT NULL,
-    UNIQUE (instance_id, idx)
+    UNIQUE (instance_id, idx, activity_id)
 )
 
 -- name: record_attempt
@@ -25,13 +29,16 @@ INSERT INTO {schema}.ledger (instance_id, idx, activity_id, pid, worker_id, star
 VALUES (%(instance_id)s, %(idx)s, %(activity_id)s, %(pid)s, %(worker_id)s, %(now_ms)s)
 
 -- name: record_effect
-INSERT INTO {schema}.effects (instance_id, idx, value, applied_ms)
-VALUES (%(instance_id)s, %(idx)s, %(value)s, %(now_ms)s)
-ON CONFLICT (instance_id, idx) DO NOTHING
+INSERT INTO {schema}.effects (instance_id, idx, value, activity_id, applied_ms)
+VALUES (%(instance_id)s, %(idx)s, %(value)s, %(activity_id)s, %(now_ms)s)
+ON CONFLICT (instance_id, idx, activity_id) DO NOTHING
 
 -- name: counts
--- attempts, distinct activities attempted, effects, distinct effect keys
+-- attempts, distinct scheduled activities attempted, distinct steps attempted, effects,
+-- distinct steps with an effect
 SELECT (SELECT count(*) FROM {schema}.ledger),
+       (SELECT count(*)
+        FROM (SELECT DISTINCT instance_id, idx, activity_id FROM {schema}.ledger) AS s),
        (SELECT count(*) FROM (SELECT DISTINCT instance_id, idx FROM {schema}.ledger) AS d),
        (SELECT count(*) FROM {schema}.effects),
        (SELECT count(*) FROM (SELECT DISTINCT instance_id, idx FROM {schema}.effects) AS e)
@@ -48,8 +55,9 @@ WHERE i.status = 'Completed'
             AND h.kind = 'ActivityCompleted')
 
 -- name: attempts
--- Every attempt with the time its activity's completion was committed to history (NULL: none).
-SELECT l.pid, l.worker_id, l.started_ms, c.timestamp_ms
+-- Every attempt with the time its activity's completion was committed to history (NULL: none),
+-- and its step (instance, idx).
+SELECT l.pid, l.worker_id, l.started_ms, c.timestamp_ms, l.instance_id, l.idx
 FROM {schema}.ledger AS l
 JOIN {schema}.instances AS i ON i.instance_id = l.instance_id
 LEFT JOIN {schema}.history AS c
