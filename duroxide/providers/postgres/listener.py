@@ -55,8 +55,9 @@ KEEPALIVE_S = 10.0
 #: instead of one per post (every NOTIFY is a committed transaction with its own xid).
 MIN_SEND_INTERVAL_S = 0.002
 MAX_SEND_INTERVAL_S = 0.025
-#: Posts coalesced into one batch from which the interval grows.
-BUSY_BATCH = 2
+#: Posts coalesced into one batch from which the interval grows (a lone request posts up to
+#: three hints in a burst — worker, orchestrator, status — which must not count as load).
+BUSY_BATCH = 4
 #: Largest payload sent (PostgreSQL's limit is 8000 bytes).
 MAX_PAYLOAD = 7900
 #: Due times kept per queue while disconnected (beyond, the latest are dropped: the wake-up

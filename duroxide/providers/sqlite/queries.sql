@@ -52,7 +52,9 @@ VALUES (?, ?, ?, ?, 0, ?)
 
 -- name: lock_next_instance
 -- Lock the instance owning the oldest visible message that has no live lock (an expired lock
--- row is taken over). Returns the locked instance id, or no row.
+-- row is taken over). Returns the locked instance id, or no row. Sticky turns: an instance
+-- whose last turn another dispatcher acked is left to it (it has the history in memory) while
+-- the message is less than 50 ms old; a caller without a dispatcher id is never held back.
 INSERT INTO instance_locks (instance_id, lock_token, locked_until, dispatcher_id)
 SELECT q.instance_id, :token, :locked_until, :dispatcher_id
 FROM orchestrator_queue AS q
@@ -60,6 +62,11 @@ WHERE q.visible_at <= :now
   AND NOT EXISTS (
       SELECT 1 FROM instance_locks AS l
       WHERE l.instance_id = q.instance_id AND l.locked_until > :now)
+  AND (:dispatcher_id IS NULL
+       OR q.visible_at <= :now - 50
+       OR NOT EXISTS (
+           SELECT 1 FROM instances AS i
+           WHERE i.instance_id = q.instance_id AND i.last_dispatcher <> :dispatcher_id))
 ORDER BY q.visible_at, q.id
 LIMIT 1
 ON CONFLICT (instance_id) DO UPDATE SET

@@ -1,7 +1,10 @@
 """History affinity: a dispatcher that acked an instance's last turn gets it without history,
-and reads only what it misses with ``read_history(after_event_id)``."""
+and reads only what it misses with ``read_history(after_event_id)``; for a short window
+(``STICKY_MS``) its next turn is left to that dispatcher, then anyone takes it."""
 
 from __future__ import annotations
+
+import time
 
 from duroxide.history import ExternalEvent
 from duroxide.providers.base import OrchestrationAck, OrchestrationItem
@@ -17,10 +20,17 @@ from .helpers import (
     update,
 )
 
+#: How long a turn is left to the dispatcher that acked the previous one (both providers).
+STICKY_MS = 50
+
 
 def fetch_as(provider: Store, dispatcher_id: str | None) -> OrchestrationItem:
-    item = provider.fetch_orchestration_item(LOCK_MS, dispatcher_id=dispatcher_id)
-    assert item is not None, "expected an orchestration item"
+    """The next item for ``dispatcher_id``, waiting (with a deadline) out another dispatcher's
+    sticky window."""
+    deadline = time.monotonic() + 5
+    while (item := provider.fetch_orchestration_item(LOCK_MS, dispatcher_id=dispatcher_id)) is None:
+        assert time.monotonic() < deadline, "expected an orchestration item"
+        time.sleep(0.005)
     return item
 
 
@@ -128,3 +138,31 @@ def test_read_history_after_an_event_id_returns_only_later_events(provider: Stor
     assert provider.read_history("inst", 1, after_event_id=5) == []
     assert provider.read_history("inst", 1, after_event_id=99) == []
     assert provider.read_history("inst", 2, after_event_id=0) == []
+
+
+def test_a_turn_is_left_to_the_dispatcher_of_the_last_one_for_a_short_window(
+    provider: Store,
+) -> None:
+    """Another dispatcher does not take the instance while its owner may still come for it
+    (a moved turn reloads the whole history); a caller without an id is never held back; after
+    the window anyone takes it (the owner may be busy or gone)."""
+    start(provider, "inst")
+    first = fetch_as(provider, "d1")
+    provider.ack_orchestration_item(
+        first.lock_token, OrchestrationAck(instance=update(), events=[started(first.now_ms)])
+    )
+    before = time.monotonic()
+    raise_event(provider, "inst")
+    other = provider.fetch_orchestration_item(LOCK_MS, dispatcher_id="d2")
+    if (time.monotonic() - before) * 1000 < STICKY_MS:  # surely inside the window
+        assert other is None, "another dispatcher took the turn inside the sticky window"
+    if other is not None:  # a slow machine: the window had passed
+        provider.abandon_orchestration_item(other.lock_token)
+
+    anyone = provider.fetch_orchestration_item(LOCK_MS, dispatcher_id=None)
+    assert anyone is not None and anyone.instance_id == "inst"
+    provider.abandon_orchestration_item(anyone.lock_token)
+
+    other = fetch_as(provider, "d2")  # after the window
+    assert other.instance_id == "inst"
+    assert other.history == [started(first.now_ms)]
