@@ -20,7 +20,6 @@ from duroxide.cli.common import (
     sqlite_missing_tables,
     sqlite_tables,
 )
-from duroxide.providers.sql import Queries
 
 DEFAULT_HEALTH_TIMEOUT_S = 5.0
 
@@ -256,7 +255,9 @@ def _postgres_checks(url: str, schema: str, timeout_s: float) -> list[Check]:
         ]
     with conn:
         try:
-            control = Queries("duroxide.providers.postgres", "control.sql")
+            from duroxide.providers.postgres.connection import control_queries
+
+            control = control_queries()
             timeout_ms = str(int(timeout_s * 1000))
             conn.execute(control["session_statement_timeout"], (timeout_ms,))
             server = conn.execute(control["server_version"]).fetchone()

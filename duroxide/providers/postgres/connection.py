@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any, Literal
 
 import psycopg
@@ -44,6 +45,15 @@ from duroxide.providers.sql import Queries
 
 PACKAGE = "duroxide.providers.postgres"
 DEFAULT_SCHEMA = "duroxide"
+
+
+@cache
+def control_queries() -> Queries:
+    """``control.sql``: the statements outside the provider operations (migrations, the LISTEN
+    connection, the operator's checks), parsed once."""
+    return Queries(PACKAGE, "control.sql")
+
+
 #: The statements of queries.sql that take the lean path (see ``lean``): the ones repeated on
 #: every turn or activity, and the client's status polls.
 LEAN = frozenset({

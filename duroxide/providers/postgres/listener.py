@@ -43,16 +43,16 @@ import psycopg
 from psycopg import sql
 
 from duroxide.observability.logging import get_logger
-from duroxide.providers.sql import Queries
+from duroxide.providers.postgres.connection import control_queries
 from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
 from duroxide.work_items import ActivityKey
 
 #: Idle time after which the listener checks its connection with a query.
 KEEPALIVE_S = 10.0
 #: Time between two notification batches of one provider: adaptive between these bounds. A
-#: batch that coalesced several posts doubles the interval, a batch of one halves it: a lone
-#: request is announced at once (latency), a busy process sends a few batches per second
-#: instead of one per post (every NOTIFY is a committed transaction with its own xid).
+#: batch that coalesced ``BUSY_BATCH`` posts or more doubles the interval, a smaller one halves
+#: it: a lone request is announced at once (latency), a busy process sends a few batches per
+#: second instead of one per post (every NOTIFY is a committed transaction with its own xid).
 MIN_SEND_INTERVAL_S = 0.002
 MAX_SEND_INTERVAL_S = 0.025
 #: Posts coalesced into one batch from which the interval grows (a lone request posts up to
@@ -63,7 +63,6 @@ MAX_PAYLOAD = 7900
 #: Due times kept per queue while disconnected (beyond, the latest are dropped: the wake-up
 #: after the reconnect and polling cover them).
 MAX_PENDING = 10_000
-_CONTROL = Queries("duroxide.providers.postgres", "control.sql")
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_MAX_S = 5.0
 
@@ -244,7 +243,9 @@ class PgListener:
             try:
                 with psycopg.connect(self._url, **self._kwargs) as conn:
                     conn.execute(
-                        sql.SQL(_CONTROL["listen"]).format(channel=sql.Identifier(self._channel))
+                        sql.SQL(control_queries()["listen"]).format(
+                            channel=sql.Identifier(self._channel)
+                        )
                     )
                     self._pid = conn.info.backend_pid
                     self._dispatch(conn)
@@ -278,7 +279,7 @@ class PgListener:
                 self._drain_pipe()
                 payloads = self._take_payloads()
                 if payloads:
-                    conn.execute(_CONTROL["notify_many"], (self._channel, payloads))
+                    conn.execute(control_queries()["notify_many"], (self._channel, payloads))
                     last_sent = last_io = time.monotonic()
                     self._dispatch(conn)  # notifications that arrived during the query
             if stopping:
@@ -291,7 +292,7 @@ class PgListener:
                 self._dispatch(conn)
                 last_io = time.monotonic()
             elif not readable and time.monotonic() - last_io >= KEEPALIVE_S:
-                conn.execute(_CONTROL["keepalive"])
+                conn.execute(control_queries()["keepalive"])
                 last_io = time.monotonic()
                 self._dispatch(conn)
             if self._wake_r in readable:

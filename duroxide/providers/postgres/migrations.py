@@ -35,8 +35,8 @@ import psycopg
 from psycopg import sql
 
 from duroxide.errors import ProviderError
-from duroxide.providers.postgres.connection import PACKAGE, PgOptions, translate
-from duroxide.providers.sql import Queries, read_text
+from duroxide.providers.postgres.connection import PACKAGE, PgOptions, control_queries, translate
+from duroxide.providers.sql import read_text
 
 #: First key of the advisory lock that serializes schema changes ("Duro"); the second key is
 #: hashtext(schema name).
@@ -44,14 +44,9 @@ _LOCK_CLASS = 0x4475726F
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-@cache
-def _control() -> Queries:
-    return Queries(PACKAGE, "control.sql")
-
-
 def _stmt(name: str, schema: str) -> sql.Composed:
     """Statement ``name`` of control.sql on ``schema`` (quoted by psycopg's ``sql``)."""
-    return sql.SQL(_control()[name]).format(schema=sql.Identifier(schema))
+    return sql.SQL(control_queries()[name]).format(schema=sql.Identifier(schema))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +97,9 @@ def ensure_schema(
 def schema_version(conn: psycopg.Connection[Any], schema: str) -> int | None:
     """The version ``schema`` has, read on ``conn`` without changing anything: None when the
     schema does not exist, 0 when it exists without a (filled) migration table."""
-    if conn.execute(_control()["schema_exists"], (schema,)).fetchone() is None:
+    if conn.execute(control_queries()["schema_exists"], (schema,)).fetchone() is None:
         return None
-    table = conn.execute(_control()["migration_table"], (schema,)).fetchone()
+    table = conn.execute(control_queries()["migration_table"], (schema,)).fetchone()
     if table is None or table[0] is None:
         return 0
     row = conn.execute(_stmt("migration_version", schema)).fetchone()
@@ -157,8 +152,8 @@ def set_search_path(conn: psycopg.Connection[Any], schema: str) -> None:
 
 
 def _migrate(conn: psycopg.Connection[Any], schema: str, from_schema_sql: bool) -> int:
-    conn.execute(_control()["lock_schema"], (_LOCK_CLASS, schema))
-    if conn.execute(_control()["schema_exists"], (schema,)).fetchone() is None:
+    conn.execute(control_queries()["lock_schema"], (_LOCK_CLASS, schema))
+    if conn.execute(control_queries()["schema_exists"], (schema,)).fetchone() is None:
         conn.execute(_stmt("create_schema", schema))
     set_search_path(conn, schema)
     conn.execute(_stmt("create_tracking_table", schema))
