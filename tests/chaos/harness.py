@@ -16,12 +16,12 @@ from types import ModuleType
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from tests.chaos.checker import check
 from tests.chaos.ledger import Workload
 from tests.chaos.result import ChaosEnv, ScenarioResult
 from tests.chaos.sqlfile import statement
+from tests.pg import drop_schema
 
 APP = "tests.chaos.ledger:setup"
 _SUPPORT = Path(__file__).resolve().parents[1] / "cluster" / "support.py"
@@ -44,11 +44,6 @@ ClusterProcess = support.ClusterProcess
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def drop_schema(url: str, schema: str) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 @dataclass

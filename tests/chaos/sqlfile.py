@@ -1,4 +1,5 @@
-"""Named statements from the ``.sql`` files next to this module (``-- name: x`` sections).
+"""Named statements of the suite's ``.sql`` files (``-- name: x`` sections, parsed by the
+provider's own ``parse_queries``).
 
 ``{schema}`` in a statement is replaced by the quoted schema (``psycopg.sql.Identifier``); values
 are always bound parameters.
@@ -6,24 +7,25 @@ are always bound parameters.
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from pathlib import Path
 
 from psycopg import sql
 
+from duroxide.providers.sql import parse_queries
+
 SQL_DIR = Path(__file__).resolve().parent / "sql"
-_NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 @cache
-def statements(filename: str) -> dict[str, str]:
-    """``name -> statement text`` of one file (comments before the first name are dropped)."""
-    text = (SQL_DIR / filename).read_text()
-    parts = _NAME.split(text)
-    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+def statements(path: Path) -> dict[str, str]:
+    """``name -> statement text`` of one file."""
+    return parse_queries(path.read_text(encoding="utf-8"))
 
 
-def statement(filename: str, name: str, schema: str) -> sql.Composed:
-    """The statement ``name`` of ``filename``, composed for ``schema``."""
-    return sql.SQL(statements(filename)[name]).format(schema=sql.Identifier(schema))
+def statement(filename: str | Path, name: str, schema: str | None = None) -> sql.Composable:
+    """The statement ``name`` of ``filename`` (a file of ``sql/``, or a path), composed for
+    ``schema`` when given."""
+    path = filename if isinstance(filename, Path) else SQL_DIR / filename
+    text = sql.SQL(statements(path)[name])  # type: ignore[arg-type]
+    return text if schema is None else text.format(schema=sql.Identifier(schema))

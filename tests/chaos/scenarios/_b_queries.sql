@@ -1,9 +1,6 @@
 -- Queries of the chaos scenarios 9, 10, 12-16 (tests/chaos/scenarios/_common_b.py loads them
 -- by name). {schema} is replaced by the quoted schema identifier; values are bound (%s).
 
--- name: drop_schema
-DROP SCHEMA IF EXISTS {schema} CASCADE;
-
 -- name: duplicate_completions
 -- Completions recorded more than once for the same scheduling event of one execution.
 SELECT coalesce(sum(g.n - 1), 0)::bigint

@@ -8,58 +8,37 @@ reach the status expected of them.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from duroxide import Client, PostgresProvider, Runtime, RuntimeOptions
 from tests.chaos.checker import check
+from tests.chaos.harness import wait_for
 from tests.chaos.result import ScenarioResult
+from tests.chaos.sqlfile import statement
+from tests.pg import connect, drop_schema
 
 _SQL_FILE = Path(__file__).with_name("_b_queries.sql")
 
 
-@cache
-def _queries() -> dict[str, str]:
-    text = _SQL_FILE.read_text(encoding="utf-8")
-    parts = re.split(r"^-- name: (\w+)\s*$", text, flags=re.MULTILINE)
-    return {parts[i]: parts[i + 1].strip().rstrip(";") for i in range(1, len(parts), 2)}
-
-
-def query(name: str, schema: str | None = None) -> sql.Composed | sql.SQL:
+def query(name: str, schema: str | None = None) -> sql.Composable:
     """The named statement of ``_b_queries.sql``, with ``{schema}`` quoted as an identifier."""
-    text = _queries()[name]
-    if schema is None:
-        return sql.SQL(text)  # type: ignore[arg-type]
-    return sql.SQL(text).format(schema=sql.Identifier(schema))  # type: ignore[arg-type]
-
-
-def connect(url: str) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=True)
-
-
-def drop_schema(url: str, schema: str) -> None:
-    with connect(url) as conn:
-        conn.execute(query("drop_schema", schema))
+    return statement(_SQL_FILE, name, schema)
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
     """Poll ``predicate`` until it holds or ``timeout_s`` passes; its last answer."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval_s)
+    try:
+        wait_for(predicate, "a condition", timeout_s, interval_s)
+    except TimeoutError:
+        return False
+    return True
 
 
 def fast_options(**overrides: Any) -> RuntimeOptions:

@@ -10,11 +10,12 @@ from typing import Any
 import psycopg
 import psycopg.errors as pgerr
 import pytest
+from conformance.helpers import scheduled, start, started, update
 from psycopg import sql
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from duroxide.errors import LockLostError, ProviderError
-from duroxide.history import ActivityScheduled, OrchestrationStarted
+from duroxide.history import OrchestrationStarted
 from duroxide.providers.base import InstanceUpdate, OrchestrationAck
 from duroxide.providers.postgres import PostgresProvider
 from duroxide.providers.postgres.connection import translate
@@ -167,13 +168,18 @@ def _terminate_pooled_connections(conn: psycopg.Connection[Any], application_nam
     return len(rows)
 
 
+def _named_provider(pg_url: str, schema: str, prefix: str) -> tuple[str, PostgresProvider]:
+    """A one-connection provider whose sessions carry their own ``application_name`` (so a
+    test can terminate exactly them), and that name."""
+    name = f"{prefix}_{schema}"[:60]
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}"
+    return name, PostgresProvider.connect_with_schema(url, schema, max_size=1)
+
+
 def test_reads_retry_after_the_server_dropped_the_connection(
     pg_url: str, schema: str, admin_conn: psycopg.Connection[Any]
 ) -> None:
-    name = f"dx_{schema}"[:60]
-    provider = PostgresProvider.connect_with_schema(
-        f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}", schema, max_size=1
-    )
+    name, provider = _named_provider(pg_url, schema, "dx")
     try:
         assert provider.get_instance_status("inst") is None  # the pool's one connection
         assert _terminate_pooled_connections(admin_conn, name) >= 1
@@ -198,26 +204,19 @@ def test_fetches_retry_once_on_a_new_connection_when_the_pooled_one_was_killed(
     """A dispatcher's pooled connection killed while idle (a failover, a proxy, an operator's
     pg_terminate_backend) must not cost it a failed fetch and a back-off: under repeated kills
     that starved dispatchers for good. A claim lost with its connection just expires."""
-    name = f"dxf_{schema}"[:60]
-    provider = PostgresProvider.connect_with_schema(
-        f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}", schema, max_size=1
-    )
+    name, provider = _named_provider(pg_url, schema, "dxf")
     try:
-        provider.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+        start(provider, "inst")
         assert _terminate_pooled_connections(admin_conn, name) >= 1
         before = provider.round_trips
         items = provider.fetch_orchestration_items(30_000, 4)  # not a ProviderError
         assert provider.round_trips - before == 2  # the dead connection, then a new one
         assert [i.instance_id for i in items] == ["inst"]
+        activity = ActivityWorkItem(instance_id="inst", execution_id=1, activity_id=2, name="A")
+        now = items[0].now_ms
         provider.ack_orchestration_item(items[0].lock_token, OrchestrationAck(
-            instance=InstanceUpdate(orchestration_name="O", orchestration_version="1.0.0",
-                                    execution_id=1, status="Running",
-                                    execution_status="Running"),
-            events=[OrchestrationStarted(event_id=1, timestamp_ms=items[0].now_ms, name="O",
-                                         version="1.0.0"),
-                    ActivityScheduled(event_id=2, timestamp_ms=items[0].now_ms, name="A")],
-            worker_items=[ActivityWorkItem(instance_id="inst", execution_id=1, activity_id=2,
-                                           name="A")],
+            instance=update(), events=[started(now), scheduled(activity, now)],
+            worker_items=[activity],
         ))  # fmt: skip
 
         assert _terminate_pooled_connections(admin_conn, name) >= 1
