@@ -115,11 +115,15 @@ class NondeterminismError(DuroxideError):
 class ProviderError(DuroxideError):
     """A storage operation failed. ``retryable`` tells the runtime whether trying again may help."""
 
-    def __init__(self, operation: str, message: str, *, retryable: bool = False) -> None:
+    def __init__(
+        self, operation: str, message: str, *, retryable: bool = False, sqlstate: str | None = None
+    ) -> None:
         super().__init__(f"{operation}: {message}")
         self.operation = operation
         self.message = message
         self.retryable = retryable
+        #: The database's error code (SQLSTATE), when the database raised it.
+        self.sqlstate = sqlstate
 
 
 class LockLostError(ProviderError):

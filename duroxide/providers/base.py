@@ -16,6 +16,10 @@ Semantics every implementation guarantees (checked by ``tests/providers``):
 * **Peek-lock work items.** ``fetch_work_item`` locks one activity; ``ack_work_item`` deletes it
   and enqueues its completion atomically, and fails with ``LockLostError`` if the lock was lost
   (the activity was cancelled, or its lock expired and another worker took it).
+* **Admission order.** Among claimable instances, the oldest is claimed first, except that a
+  start enqueued by a client counts as ``START_BIAS_MS`` younger: the timers, completions and
+  events of instances already running go first, so a burst of new starts cannot hold them back,
+  and a start waits at most ``START_BIAS_MS`` behind them. It orders; it never delays a claim.
 * **Times** come from the provider's clock (the database's, for a server) in milliseconds.
 * **Poison.** Attempt counts are stored; the runtime fails work whose count exceeds its limit.
 """
@@ -49,6 +53,9 @@ from duroxide.work_items import (
     OutboundMessage,
     QueuedMessage,
 )
+
+#: How much younger a client's start counts in the claim order (see "Admission order").
+START_BIAS_MS = 1000
 
 # --- what a fetch returns ----------------------------------------------------------------------
 

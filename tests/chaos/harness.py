@@ -210,6 +210,8 @@ def kill_pid(cluster: Any, pid: int, signum: int = signal.SIGKILL) -> bool:
     return True
 
 
-def children(cluster: Any, role: str) -> dict[int, dict[str, Any]]:
-    """Live children of one role (``orchestrator``, ``worker``)."""
-    return {pid: r for pid, r in cluster.alive_children().items() if r.get("role") == role}
+def children(cluster: Any, role: str, *, ready: bool = False) -> dict[int, dict[str, Any]]:
+    """Live children of one role (``orchestrator``, ``worker``); with ``ready``, only those
+    whose runtime has started (a child still importing or connecting does no work yet)."""
+    alive = cluster.ready_children() if ready else cluster.alive_children()
+    return {pid: r for pid, r in alive.items() if r.get("role") == role}

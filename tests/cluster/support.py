@@ -135,6 +135,12 @@ class ClusterProcess:
             exited = {r["child_pid"] for r in self.records if r.get("event") == "child.exited"}
         return {pid: r for pid, r in started.items() if pid not in exited}
 
+    def ready_children(self) -> dict[int, Record]:
+        """The alive children that have also logged ``child.ready`` (their runtime runs)."""
+        with self._lock:
+            ready = {r.get("pid") for r in self.records if r.get("event") == "child.ready"}
+        return {pid: r for pid, r in self.alive_children().items() if pid in ready}
+
     def group_processes(self) -> list[int]:
         """Live (non-zombie) processes of the supervisor's process group."""
         return live_processes_in_group(self.pgid)

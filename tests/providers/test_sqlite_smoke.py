@@ -6,6 +6,7 @@ this file only proves the SQLite provider is wired end to end.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,7 +195,7 @@ def test_duplicate_event_fails_whole_ack(provider: SqliteProvider) -> None:
 
 def test_undecodable_message_is_returned_not_raised(provider: SqliteProvider) -> None:
     provider._db.execute(
-        "test", provider._q["enqueue_orchestrator"], ("a", "NoSuchKind", "{}", 0, 0)
+        "test", provider._q["enqueue_orchestrator"], ("a", "NoSuchKind", "{}", 0, 0, 0)
     )
     item = provider.fetch_orchestration_item(LOCK_MS)
     assert item is not None
@@ -237,6 +238,30 @@ def test_file_database_is_shared_between_providers(tmp_path: Path) -> None:
     finally:
         one.close()
         two.close()
+
+
+def test_a_database_file_from_before_start_bias_is_upgraded_with_its_messages(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old = SqliteProvider.open(f"sqlite:{path}")
+    old.enqueue_orchestrator("queued", StartOrchestration(name="Orch"))
+    old.close()
+    with sqlite3.connect(path) as conn:  # the orchestrator queue as it was before the column
+        conn.executescript(
+            "DROP INDEX orchestrator_queue_claim;"
+            "ALTER TABLE orchestrator_queue DROP COLUMN start_bias;"
+            "CREATE INDEX orchestrator_queue_visible ON orchestrator_queue (visible_at);"
+        )
+    conn.close()
+
+    provider = SqliteProvider.open(f"sqlite:{path}")
+    try:
+        provider.enqueue_orchestrator("new", StartOrchestration(name="Orch"))
+        claimed = [provider.fetch_orchestration_item(LOCK_MS) for _ in range(2)]
+        assert [c.instance_id for c in claimed if c] == ["queued", "new"]
+    finally:
+        provider.close()
 
 
 @pytest.mark.parametrize(

@@ -58,8 +58,9 @@ def control_queries() -> Queries:
 #: every turn or activity, and the client's status polls.
 LEAN = frozenset({
     "now_ms", "enqueue_orchestrator", "fetch_orchestration_items", "read_history",
-    "ack_orchestration_items", "abandon_orchestration_item", "renew_orchestration_item_lock",
-    "fetch_work_items", "ack_work_items", "abandon_work_item", "renew_work_item_lock",
+    "commit_turns", "ack_orchestration_items", "abandon_orchestration_item",
+    "renew_orchestration_item_lock", "fetch_work_items", "ack_work_items", "abandon_work_item",
+    "renew_work_item_lock",
     "instance_status", "kv_value", "kv_all_values",
 })  # fmt: skip
 
@@ -248,7 +249,7 @@ def translate(operation: str, exc: BaseException) -> ProviderError:
     else:
         text = str(exc).strip()
         message = describe(text.splitlines()[0] if text else type(exc).__name__, None, state)
-    return ProviderError(operation, message, retryable=is_retryable(exc))
+    return ProviderError(operation, message, retryable=is_retryable(exc), sqlstate=state)
 
 
 # --- the database --------------------------------------------------------------------------------

@@ -221,7 +221,10 @@ class PgListener:
         self._wake()
 
     def close(self) -> None:
-        """Send what is pending (best effort), stop the thread and close its connection."""
+        """Send what is pending (best effort), stop the thread and close its connection. A
+        second call does nothing."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._wake()
         self._thread.join(timeout=5.0)

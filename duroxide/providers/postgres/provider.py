@@ -4,7 +4,8 @@ worker queue and sessions are in ``worker``, the admin operations in ``admin``.
 Every operation is exactly one round trip — one statement or one call of a plpgsql function
 from ``schema.sql`` — and therefore one transaction; the batch operations the runtime's
 dispatchers use (``fetch_orchestration_items``, ``ack_orchestration_items``) are single calls
-too, whatever the batch size, and the single-item operations are batches of one.
+too, whatever the batch size, and the single-item operations are batches of one. (An ack
+whose batch holds a failing turn takes a second round trip that isolates the turns.)
 Times come from the database clock (``duroxide_now_ms()``), read once per operation.
 After a successful write, the in-process wake-up hub is notified at once and the other
 processes are told through ``PgListener.post`` (LISTEN/NOTIFY, sent outside the transaction).
@@ -41,6 +42,8 @@ from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
 from duroxide.work_items import ActivityKey, Message
 
 MIGRATE_ENV = "DUROXIDE_PG_MIGRATE"
+#: SQLSTATE of a lock wait that outlived lock_timeout.
+LOCK_NOT_AVAILABLE = "55P03"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 __all__ = ["PostgresProvider", "decode_history", "resolve_migrate"]
@@ -182,13 +185,18 @@ class PostgresProvider(PostgresWorkerMixin, PostgresAdminMixin):
         # A fetch is retried at once on a fresh connection when the pooled one turned out dead
         # (an idle connection killed since its last use): a claim lost with its connection
         # just expires, like any abandoned lock.
-        rows = self._db.run(
-            "fetch_orchestration_item",
-            self._lean["fetch_orchestration_items"],
-            (lock_timeout_ms, max_items, dispatcher_id),
-            fetch="all",
-            retry="reconnect",
-        )
+        try:
+            rows = self._db.run(
+                "fetch_orchestration_item",
+                self._lean["fetch_orchestration_items"],
+                (lock_timeout_ms, max_items, dispatcher_id),
+                fetch="all",
+                retry="reconnect",
+            )
+        except ProviderError as exc:
+            if exc.sqlstate == LOCK_NOT_AVAILABLE:  # a deletion holds the messages: skip them
+                return []  # this time (the claim was rolled back with the statement)
+            raise
         return [orchestration_item(row) for row in rows]
 
     def read_history(
@@ -217,16 +225,20 @@ class PostgresProvider(PostgresWorkerMixin, PostgresAdminMixin):
         self, acks: Sequence[tuple[str, OrchestrationAck]]
     ) -> list[ProviderError | None]:
         """Commit several turns in one round trip and one transaction, each all-or-nothing on
-        its own: per ack, None (committed) or the error that rolled back just that one."""
+        its own: per ack, None (committed) or the error that rolled back just that one. (When
+        the batch fails as a whole, a second call isolates each turn in a subtransaction.)"""
         if not acks:
             return []
-        rows = self._db.run(
-            "ack_orchestration_item",
-            self._lean["ack_orchestration_items"],
-            (ack_documents(acks),),
-            fetch="all",
-            retry="reconnect",
-        )
+        documents = ack_documents(acks)
+        try:  # all turns in one transaction, without a subtransaction (nor its transaction id)
+            rows = self._db.run("ack_orchestration_item", self._lean["commit_turns"],
+                                (documents,), fetch="all", retry="reconnect")  # fmt: skip
+        except ProviderError as exc:
+            if exc.retryable:  # the database or the connection failed, not a turn
+                raise
+            # a turn failed (a duplicate event id): commit the others, each on its own
+            rows = self._db.run("ack_orchestration_item", self._lean["ack_orchestration_items"],
+                                (documents,), fetch="all", retry="reconnect")  # fmt: skip
         results: list[ProviderError | None] = []
         hub = self._wakeups
         delays: list[int] = []

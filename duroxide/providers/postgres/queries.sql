@@ -17,16 +17,20 @@ SELECT {schema}.duroxide_now_ms()
 
 -- name: enqueue_orchestrator
 -- Queue the message and make its instance claimable from its visible time: create the claim
--- row, or advance an unlocked one (a locked or parked instance gets it at its next turn).
+-- row, or advance an unlocked one (a locked or parked instance gets it at its next turn). A
+-- start takes its place in the claim order behind running instances (duroxide_start_bias_ms).
 WITH message AS (
     INSERT INTO {schema}.orchestrator_queue (
         instance_id, kind, payload, visible_at, attempt_count, enqueued_at)
     SELECT %(instance_id)s, %(kind)s, %(payload)s, n.now + %(delay_ms)s, 0, n.now
     FROM (SELECT {schema}.duroxide_now_ms() AS now) AS n
-    RETURNING instance_id, visible_at)
-INSERT INTO {schema}.instance_queue AS r (instance_id, visible_at)
-SELECT m.instance_id, m.visible_at FROM message AS m
-ON CONFLICT (instance_id) DO UPDATE SET visible_at = excluded.visible_at
+    RETURNING instance_id, kind, visible_at)
+INSERT INTO {schema}.instance_queue AS r (instance_id, visible_at, start_bias)
+SELECT m.instance_id, m.visible_at,
+       CASE WHEN m.kind = 'StartOrchestration' THEN {schema}.duroxide_start_bias_ms() ELSE 0 END
+FROM message AS m
+ON CONFLICT (instance_id) DO UPDATE SET
+    visible_at = excluded.visible_at, start_bias = least(r.start_bias, excluded.start_bias)
 WHERE r.lock_token IS NULL AND excluded.visible_at < r.visible_at
 
 -- name: fetch_orchestration_items
@@ -38,7 +42,11 @@ FROM {schema}.history
 WHERE instance_id = %s AND execution_id = %s AND event_id > %s
 ORDER BY event_id
 
+-- name: commit_turns
+SELECT * FROM {schema}.duroxide_commit_turns(%s::jsonb)
+
 -- name: ack_orchestration_items
+-- What commit_turns does, each turn in its own subtransaction (after commit_turns failed).
 SELECT * FROM {schema}.duroxide_ack_orchestration_items(%s::jsonb)
 
 -- name: abandon_orchestration_item

@@ -92,7 +92,7 @@ CREATE TABLE history (
 -- The orchestrator queue's claim table: one row per instance that has queued messages (or a
 -- lock). visible_at is when the instance can be claimed: its earliest due message while
 -- unlocked, the lock's expiry while locked (a turn, or an instance parked by a delayed
--- abandon). A fetch claims the first rows of instance_queue_visible with FOR UPDATE SKIP
+-- abandon). A fetch claims the first rows of instance_queue_claim with FOR UPDATE SKIP
 -- LOCKED; an enqueue lowers visible_at (unless locked); an ack or abandon recomputes it from
 -- the instance's remaining messages, or deletes the row when none is left. The lock token is
 -- "<uuid>:<instance_id>", so every lookup by token is a primary-key lookup. execution_id and
@@ -107,10 +107,15 @@ CREATE TABLE instance_queue (
     locked_until bigint NOT NULL DEFAULT 0,
     dispatcher_id text,
     execution_id bigint NOT NULL DEFAULT 0,
-    history_len bigint NOT NULL DEFAULT 0
+    history_len bigint NOT NULL DEFAULT 0,
+    start_bias bigint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.05);
-CREATE INDEX instance_queue_visible ON instance_queue (visible_at);
+-- Claim order: visible_at + start_bias, where start_bias is duroxide_start_bias_ms() while the
+-- instance waits for the first turn a client's start asked for, else 0 (see
+-- duroxide_start_bias_ms). visible_at is the second column so that the visibility filter is
+-- checked in the index.
+CREATE INDEX instance_queue_claim ON instance_queue ((visible_at + start_bias), visible_at);
 
 -- The instance locks, live and expired (for operators; nothing reads it on a hot path).
 CREATE VIEW instance_locks AS
@@ -188,6 +193,15 @@ CREATE FUNCTION duroxide_now_ms() RETURNS bigint
 LANGUAGE sql VOLATILE PARALLEL SAFE
 AS $$ SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 
+-- Admission order. A start enqueued by a client is claimed after the work of running instances
+-- (timers, activity completions, events) that became claimable less than this many
+-- milliseconds after it: a burst of new starts cannot hold back instances already in flight,
+-- and a start waits at most this long behind them. It changes the order only: when nothing
+-- else is claimable a start is claimed at once.
+CREATE FUNCTION duroxide_start_bias_ms() RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 1000::bigint $$;
+
 -- The instance an orchestration lock token ("<uuid>:<instance_id>") belongs to.
 CREATE FUNCTION duroxide_token_instance(p_token text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -248,9 +262,11 @@ $$;
 -- taken over), stamp all their due messages with the new token (attempt_count + 1) and return
 -- them with the instance state and the current execution's history (NULL when p_dispatcher
 -- acked the instance's previous turn: that dispatcher has it cached).
--- The claim is one ordered scan of instance_queue_visible that skips rows other transactions
--- hold, so it neither waits nor comes back empty while claimable work exists, and costs the
--- same whatever the backlog of locked or future work. State and history are read by a second
+-- The claim is one ordered scan of instance_queue_claim (visible_at + start_bias, see
+-- duroxide_start_bias_ms) that skips rows other transactions hold, so it neither waits nor
+-- comes back empty while claimable work exists, and costs the same whatever the backlog of
+-- locked or future work: only rows due within the bias share its range, and their visibility
+-- is checked in the index, without a heap visit. State and history are read by a second
 -- statement, whose snapshot is taken after the locks: a takeover after lock expiry sees the
 -- previous holder's committed turn. The commit is asynchronous: losing it in a server crash
 -- only undoes the lock (and the attempt counts), and the ack that follows flushes it anyway.
@@ -284,13 +300,14 @@ BEGIN
     SELECT array_agg(c.instance_id) INTO v_ids
     FROM (SELECT r.instance_id
           FROM instance_queue AS r
-          WHERE r.visible_at <= v_now
+          WHERE (r.visible_at + r.start_bias) <= v_now + duroxide_start_bias_ms()
+            AND r.visible_at <= v_now
             AND (p_dispatcher_id IS NULL
                  OR r.visible_at <= v_now - 50
                  OR NOT EXISTS (SELECT 1 FROM instances AS i
                                 WHERE i.instance_id = r.instance_id
                                   AND i.last_dispatcher <> p_dispatcher_id))
-          ORDER BY r.visible_at
+          ORDER BY (r.visible_at + r.start_bias)
           LIMIT p_max
           FOR UPDATE OF r SKIP LOCKED) AS c;
     IF v_ids IS NULL THEN
@@ -298,64 +315,62 @@ BEGIN
     END IF;
     -- The claimed rows are this transaction's; their messages can only be held by an
     -- administrative operation that started before the claim row existed (a deletion):
-    -- rather than wait for it, skip the batch this time.
-    BEGIN
-        RETURN QUERY
-        WITH state AS (
-            SELECT k.instance_id, i.instance_id IS NOT NULL AS has_instance,
-                   i.orchestration_name, i.orchestration_version, i.status,
-                   coalesce(i.current_execution_id, 1) AS execution_id, i.custom_status,
-                   i.custom_status_version, i.last_dispatcher,
-                   coalesce(e.event_count, 0) AS history_len
-            FROM unnest(v_ids) AS k(instance_id)
-            LEFT JOIN instances AS i ON i.instance_id = k.instance_id
-            LEFT JOIN executions AS e
-              ON e.instance_id = k.instance_id AND e.execution_id = i.current_execution_id
-            WHERE EXISTS (SELECT 1 FROM orchestrator_queue AS q
-                          WHERE q.instance_id = k.instance_id AND q.visible_at <= v_now)),
-        locked AS (
-            UPDATE instance_queue AS r
-            SET lock_token = gen_random_uuid()::text || ':' || r.instance_id,
-                locked_until = v_now + p_lock_timeout_ms,
-                visible_at = v_now + p_lock_timeout_ms,
-                dispatcher_id = p_dispatcher_id,
-                execution_id = s.execution_id,
-                history_len = s.history_len
-            FROM state AS s
-            WHERE r.instance_id = s.instance_id
-            RETURNING r.instance_id, r.lock_token),
-        stamped AS (
-            UPDATE orchestrator_queue AS q
-            SET lock_token = k.lock_token, attempt_count = q.attempt_count + 1
-            FROM locked AS k
-            WHERE q.instance_id = k.instance_id AND q.visible_at <= v_now
-            RETURNING q.instance_id, q.visible_at, q.id, q.kind, q.payload, q.attempt_count),
-        messages AS (
-            -- in the order the messages became due, so a race is won by what was ready first
-            SELECT m.instance_id,
-                   json_agg(json_build_array(m.id, m.kind, m.payload, m.attempt_count)
-                            ORDER BY m.visible_at, m.id) AS items
-            FROM stamped AS m
-            GROUP BY m.instance_id)
-        SELECT k.instance_id, k.lock_token, v_now, s.has_instance, s.orchestration_name,
-               s.orchestration_version, s.status, s.execution_id, s.custom_status,
-               s.custom_status_version, s.history_len,
-               CASE WHEN p_dispatcher_id IS NULL
-                         OR s.last_dispatcher IS DISTINCT FROM p_dispatcher_id THEN
-                   (SELECT coalesce(json_agg(json_build_array(h.kind, h.event_id, h.timestamp_ms,
-                                                              h.source_event_id, h.data)
-                                             ORDER BY h.event_id), '[]'::json)
-                    FROM history AS h
-                    WHERE h.instance_id = k.instance_id AND h.execution_id = s.execution_id)
-               END,
-               m.items
+    -- rather than wait for it, the statement fails on the lock timeout (lock_not_available)
+    -- and the provider skips the batch this time. (Catching the error here would cost a
+    -- subtransaction, and its transaction id, on every fetch.)
+    RETURN QUERY
+    WITH state AS (
+        SELECT k.instance_id, i.instance_id IS NOT NULL AS has_instance,
+               i.orchestration_name, i.orchestration_version, i.status,
+               coalesce(i.current_execution_id, 1) AS execution_id, i.custom_status,
+               i.custom_status_version, i.last_dispatcher,
+               coalesce(e.event_count, 0) AS history_len
+        FROM unnest(v_ids) AS k(instance_id)
+        LEFT JOIN instances AS i ON i.instance_id = k.instance_id
+        LEFT JOIN executions AS e
+          ON e.instance_id = k.instance_id AND e.execution_id = i.current_execution_id
+        WHERE EXISTS (SELECT 1 FROM orchestrator_queue AS q
+                      WHERE q.instance_id = k.instance_id AND q.visible_at <= v_now)),
+    locked AS (
+        UPDATE instance_queue AS r
+        SET lock_token = gen_random_uuid()::text || ':' || r.instance_id,
+            locked_until = v_now + p_lock_timeout_ms,
+            visible_at = v_now + p_lock_timeout_ms,
+            dispatcher_id = p_dispatcher_id,
+            execution_id = s.execution_id,
+            history_len = s.history_len
+        FROM state AS s
+        WHERE r.instance_id = s.instance_id
+        RETURNING r.instance_id, r.lock_token),
+    stamped AS (
+        UPDATE orchestrator_queue AS q
+        SET lock_token = k.lock_token, attempt_count = q.attempt_count + 1
         FROM locked AS k
-        JOIN state AS s ON s.instance_id = k.instance_id
-        JOIN messages AS m ON m.instance_id = k.instance_id;
-        GET DIAGNOSTICS v_returned = ROW_COUNT;
-    EXCEPTION WHEN lock_not_available THEN
-        RETURN;
-    END;
+        WHERE q.instance_id = k.instance_id AND q.visible_at <= v_now
+        RETURNING q.instance_id, q.visible_at, q.id, q.kind, q.payload, q.attempt_count),
+    messages AS (
+        -- in the order the messages became due, so a race is won by what was ready first
+        SELECT m.instance_id,
+               json_agg(json_build_array(m.id, m.kind, m.payload, m.attempt_count)
+                        ORDER BY m.visible_at, m.id) AS items
+        FROM stamped AS m
+        GROUP BY m.instance_id)
+    SELECT k.instance_id, k.lock_token, v_now, s.has_instance, s.orchestration_name,
+           s.orchestration_version, s.status, s.execution_id, s.custom_status,
+           s.custom_status_version, s.history_len,
+           CASE WHEN p_dispatcher_id IS NULL
+                     OR s.last_dispatcher IS DISTINCT FROM p_dispatcher_id THEN
+               (SELECT coalesce(json_agg(json_build_array(h.kind, h.event_id, h.timestamp_ms,
+                                                          h.source_event_id, h.data)
+                                         ORDER BY h.event_id), '[]'::json)
+                FROM history AS h
+                WHERE h.instance_id = k.instance_id AND h.execution_id = s.execution_id)
+           END,
+           m.items
+    FROM locked AS k
+    JOIN state AS s ON s.instance_id = k.instance_id
+    JOIN messages AS m ON m.instance_id = k.instance_id;
+    GET DIAGNOSTICS v_returned = ROW_COUNT;
     IF v_returned < cardinality(v_ids) THEN
         -- Claimed rows without a due message (left behind by a lost ack or a deletion; the
         -- ones locked above are not touched): put them back in order, or drop them.
@@ -479,7 +494,8 @@ BEGIN
         FROM a),
     released AS (
         UPDATE instance_queue AS r
-        SET lock_token = NULL, locked_until = 0, visible_at = d.at, dispatcher_id = NULL
+        SET lock_token = NULL, locked_until = 0, visible_at = d.at, dispatcher_id = NULL,
+            start_bias = 0
         FROM next_due AS d
         WHERE r.instance_id = d.iid AND d.at IS NOT NULL),
     dropped AS (
@@ -577,18 +593,132 @@ BEGIN
 END
 $$;
 
--- Commit several turns in one transaction (a group commit), each all-or-nothing on its own:
--- p_acks is an array of documents {t (lock token), instance {..}, events [{k,e,t,s,d}],
--- kv_del [key], kv_set [{k,v,t}], work [{i,e,a,p,s,g}], orch [{i,k,p,v}], cancel [{i,e,a}]}
--- (each part optional but t). One row per document, in order: o_ok true: committed; false:
--- the lock was lost (nothing written); NULL: the turn failed with o_error_state/o_error and
--- was rolled back alone. o_pending: its instance has due messages left; o_cancelled: the
--- cancelled activities that existed.
--- First, every claim row the batch touches is locked in one statement sorted by instance id,
--- the deadlock-free order every writer of instance_queue follows: its own instances' rows,
--- and the rows of the instances its new messages go to (created when missing and made visible
--- as early as the new messages). Then all turns commit in one statement, in one subtransaction; if it
--- fails, they are redone one by one, each in its own.
+-- The first step of committing turns (p_acks: documents of duroxide_commit_turns): lock every
+-- claim row the batch touches in one statement sorted by instance id, the deadlock-free order
+-- every writer of instance_queue follows: its own instances' rows, and the rows of the
+-- instances its new messages go to (created when missing and made visible as early as the new
+-- messages).
+CREATE FUNCTION duroxide_lock_turn_rows(p_acks jsonb, p_now bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_hashagg = off
+SET jit = off
+AS $$
+BEGIN
+    IF NOT jsonb_path_exists(p_acks, '$[*].orch') THEN
+        PERFORM 1
+        FROM instance_queue AS q
+        WHERE q.instance_id = ANY (ARRAY(SELECT duroxide_token_instance(a ->> 't')
+                                         FROM jsonb_array_elements(p_acks) AS a))
+        ORDER BY q.instance_id
+        FOR UPDATE;
+    ELSE  -- the claim rows of the messages' instances too, created or advanced as needed
+        INSERT INTO instance_queue AS q (instance_id, visible_at)
+        SELECT t.i, min(t.v)
+        FROM (SELECT duroxide_token_instance(a ->> 't') AS i, 9223372036854775807 AS v
+              FROM jsonb_array_elements(p_acks) AS a
+              UNION ALL
+              SELECT x.i, coalesce(x.v, p_now)
+              FROM jsonb_array_elements(p_acks) AS a,
+                   jsonb_to_recordset(a -> 'orch') AS x(i text, v bigint)) AS t
+        GROUP BY t.i
+        ORDER BY t.i
+        ON CONFLICT (instance_id) DO UPDATE SET visible_at = excluded.visible_at
+        WHERE q.lock_token IS NULL AND excluded.visible_at < q.visible_at;
+    END IF;
+END
+$$;
+
+-- The last step of committing turns when some did not commit (p_ok[n] not true): their claim
+-- rows were locked, and created or advanced for messages that were never sent, by
+-- duroxide_lock_turn_rows: recompute them, releasing the locks that were fenced out.
+CREATE FUNCTION duroxide_release_uncommitted(p_acks jsonb, p_ok boolean[], p_now bigint)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_hashagg = off
+SET jit = off
+AS $$
+DECLARE
+    v_lost text[];
+    v_tokens text[];
+BEGIN
+    SELECT array_agg(DISTINCT t.i),
+           ARRAY(SELECT p_acks -> (n - 1) ->> 't'
+                 FROM generate_series(1, cardinality(p_ok)) AS n
+                 WHERE p_ok[n] IS FALSE)
+    INTO v_lost, v_tokens
+    FROM (SELECT duroxide_token_instance(p_acks -> (n - 1) ->> 't') AS i
+          FROM generate_series(1, cardinality(p_ok)) AS n
+          WHERE p_ok[n] IS NOT TRUE
+          UNION ALL
+          SELECT x.i
+          FROM generate_series(1, cardinality(p_ok)) AS n,
+               jsonb_to_recordset(p_acks -> (n - 1) -> 'orch') AS x(i text)
+          WHERE p_ok[n] IS NOT TRUE) AS t;
+    PERFORM duroxide_refresh_ready(v_lost, v_tokens, p_now);
+END
+$$;
+
+-- Commit several turns in one transaction (a group commit), all or nothing: p_acks is an array
+-- of documents {t (lock token), instance {..}, events [{k,e,t,s,d}], kv_del [key],
+-- kv_set [{k,v,t}], work [{i,e,a,p,s,g}], orch [{i,k,p,v}], cancel [{i,e,a}]} (each part
+-- optional but t). One row per document, in order: o_ok true: committed; false: the lock was
+-- lost (nothing written); o_pending: its instance has due messages left; o_cancelled: the
+-- cancelled activities that existed. An error in any turn (a duplicate event id) fails the
+-- whole call; duroxide_ack_orchestration_items then isolates the turns.
+CREATE FUNCTION duroxide_commit_turns(p_acks jsonb)
+RETURNS TABLE (
+    o_ok boolean, o_error_state text, o_error text, o_now_ms bigint, o_pending boolean,
+    o_cancelled json)
+LANGUAGE plpgsql VOLATILE
+SET search_path FROM CURRENT
+SET plan_cache_mode = force_generic_plan
+SET enable_seqscan = off
+SET enable_bitmapscan = off
+SET enable_hashjoin = off
+SET enable_mergejoin = off
+SET enable_hashagg = off
+SET jit = off
+AS $$
+DECLARE
+    v_now bigint := duroxide_now_ms();
+    v_ok boolean[] := array_fill(false, ARRAY[jsonb_array_length(p_acks)]);
+    v_pending boolean[];
+    v_cancelled json[];
+    r record;
+BEGIN
+    PERFORM duroxide_lock_turn_rows(p_acks, v_now);
+    FOR r IN SELECT * FROM duroxide_apply_turns(p_acks, v_now) LOOP
+        v_ok[r.o_n] := true;
+        v_pending[r.o_n] := r.o_pending;
+        v_cancelled[r.o_n] := r.o_cancelled;
+    END LOOP;
+    IF (true = ALL (v_ok)) IS NOT TRUE THEN
+        PERFORM duroxide_release_uncommitted(p_acks, v_ok, v_now);
+    END IF;
+    RETURN QUERY
+    SELECT v_ok[n], NULL::text, NULL::text, v_now, v_pending[n], v_cancelled[n]
+    FROM generate_series(1, cardinality(v_ok)) AS n
+    ORDER BY n;
+END
+$$;
+
+-- duroxide_commit_turns, each turn all-or-nothing on its own: o_ok NULL means the turn failed
+-- with o_error_state/o_error and was rolled back alone. All turns commit in one statement, in
+-- one subtransaction; if it fails, they are redone one by one, each in its own. The provider
+-- calls it when duroxide_commit_turns failed (a subtransaction costs a transaction id).
 CREATE FUNCTION duroxide_ack_orchestration_items(p_acks jsonb)
 RETURNS TABLE (
     o_ok boolean, o_error_state text, o_error text, o_now_ms bigint, o_pending boolean,
@@ -611,33 +741,11 @@ DECLARE
     v_cancelled json[];
     v_state text[];
     v_error text[];
-    v_lost text[];
-    v_tokens text[];
     v_sqlstate text;
     v_message text;
     r record;
 BEGIN
-    IF NOT jsonb_path_exists(p_acks, '$[*].orch') THEN
-        PERFORM 1
-        FROM instance_queue AS q
-        WHERE q.instance_id = ANY (ARRAY(SELECT duroxide_token_instance(a ->> 't')
-                                         FROM jsonb_array_elements(p_acks) AS a))
-        ORDER BY q.instance_id
-        FOR UPDATE;
-    ELSE  -- the claim rows of the messages' instances too, created or advanced as needed
-        INSERT INTO instance_queue AS q (instance_id, visible_at)
-        SELECT t.i, min(t.v)
-        FROM (SELECT duroxide_token_instance(a ->> 't') AS i, 9223372036854775807 AS v
-              FROM jsonb_array_elements(p_acks) AS a
-              UNION ALL
-              SELECT x.i, coalesce(x.v, v_now)
-              FROM jsonb_array_elements(p_acks) AS a,
-                   jsonb_to_recordset(a -> 'orch') AS x(i text, v bigint)) AS t
-        GROUP BY t.i
-        ORDER BY t.i
-        ON CONFLICT (instance_id) DO UPDATE SET visible_at = excluded.visible_at
-        WHERE q.lock_token IS NULL AND excluded.visible_at < q.visible_at;
-    END IF;
+    PERFORM duroxide_lock_turn_rows(p_acks, v_now);
     v_ok := array_fill(false, ARRAY[v_count]);
     BEGIN
         FOR r IN SELECT * FROM duroxide_apply_turns(p_acks, v_now) LOOP
@@ -667,22 +775,7 @@ BEGIN
         END LOOP;
     END;
     IF (true = ALL (v_ok)) IS NOT TRUE THEN
-        -- The claim rows of turns that did not commit: what the first statement did to them
-        -- (creating or advancing them for messages that were never sent) is recomputed, and
-        -- a lock that was fenced out is released.
-        SELECT array_agg(DISTINCT t.i),
-               ARRAY(SELECT p_acks -> (n - 1) ->> 't' FROM generate_series(1, v_count) AS n
-                     WHERE v_ok[n] IS FALSE)
-        INTO v_lost, v_tokens
-        FROM (SELECT duroxide_token_instance(p_acks -> (n - 1) ->> 't') AS i
-              FROM generate_series(1, v_count) AS n
-              WHERE v_ok[n] IS NOT TRUE
-              UNION ALL
-              SELECT x.i
-              FROM generate_series(1, v_count) AS n,
-                   jsonb_to_recordset(p_acks -> (n - 1) -> 'orch') AS x(i text)
-              WHERE v_ok[n] IS NOT TRUE) AS t;
-        PERFORM duroxide_refresh_ready(v_lost, v_tokens, v_now);
+        PERFORM duroxide_release_uncommitted(p_acks, v_ok, v_now);
     END IF;
     RETURN QUERY
     SELECT v_ok[n], v_state[n], v_error[n], v_now, v_pending[n], v_cancelled[n]

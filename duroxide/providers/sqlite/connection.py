@@ -93,6 +93,8 @@ class SqliteDatabase:
             self._conn.executescript(self.queries["connection_pragmas"])
             if path != MEMORY:
                 self._conn.executescript(self.queries["file_pragmas"])
+            if self._conn.execute(self.queries["needs_start_bias"]).fetchone():
+                self._conn.executescript(self.queries["add_start_bias"])
             self._conn.executescript(read_text(PACKAGE, "schema.sql"))
         except sqlite3.Error as exc:
             self._conn.close()

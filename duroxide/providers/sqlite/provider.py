@@ -17,6 +17,7 @@ from typing import Any
 from duroxide.errors import ErrorDetails, LockLostError, ProviderError
 from duroxide.history import Event, event_to_record
 from duroxide.providers.base import (
+    START_BIAS_MS,
     InstanceState,
     InstanceStatus,
     OrchestrationAck,
@@ -35,6 +36,7 @@ from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
 from duroxide.work_items import (
     ActivityKey,
     Message,
+    MessageKind,
     QueuedMessage,
     message_from_json,
 )
@@ -104,8 +106,9 @@ class SqliteProvider(SqliteWorkerQueueMixin, SqliteAdminMixin):
         self._db.execute(
             "enqueue_orchestrator",
             self._q["enqueue_orchestrator"],
-            (instance_id, message.kind, message.to_json(), now + max(delay_ms, 0), now),
-        )
+            (instance_id, message.kind, message.to_json(), now + max(delay_ms, 0), now,
+             START_BIAS_MS if message.kind == MessageKind.START else 0),
+        )  # fmt: skip
         self._wakeups.notify(ORCHESTRATOR, delay_ms or None)
 
     def fetch_orchestration_item(
@@ -181,7 +184,7 @@ class SqliteProvider(SqliteWorkerQueueMixin, SqliteAdminMixin):
         locked = conn.execute(
             q["lock_next_instance"],
             {"token": token, "locked_until": now + lock_timeout_ms, "now": now,
-             "dispatcher_id": dispatcher_id},
+             "dispatcher_id": dispatcher_id, "bias": START_BIAS_MS},
         ).fetchone()  # fmt: skip
         if locked is None:
             return None
@@ -317,7 +320,7 @@ class SqliteProvider(SqliteWorkerQueueMixin, SqliteAdminMixin):
                 q["enqueue_orchestrator"],
                 [
                     (o.instance_id, o.message.kind, o.message.to_json(),
-                     now if o.visible_at_ms is None else o.visible_at_ms, now)
+                     now if o.visible_at_ms is None else o.visible_at_ms, now, 0)
                     for o in ack.orchestrator_items
                 ],
             )  # fmt: skip

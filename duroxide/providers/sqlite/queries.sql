@@ -21,6 +21,17 @@ PRAGMA synchronous = NORMAL;
 -- several processes can share one file. (In-memory databases cannot use it.)
 PRAGMA journal_mode = WAL;
 
+-- name: needs_start_bias
+-- A database file created before orchestrator_queue had start_bias (then add_start_bias runs
+-- before the schema, whose index needs the column).
+SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'orchestrator_queue'
+  AND NOT EXISTS (SELECT 1 FROM pragma_table_info('orchestrator_queue')
+                  WHERE name = 'start_bias')
+
+-- name: add_start_bias
+ALTER TABLE orchestrator_queue ADD COLUMN start_bias INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS orchestrator_queue_visible;
+
 -- name: begin_write
 BEGIN IMMEDIATE
 
@@ -47,18 +58,21 @@ ROLLBACK
 -- ============================================================================================
 
 -- name: enqueue_orchestrator
-INSERT INTO orchestrator_queue (instance_id, kind, payload, visible_at, attempt_count, enqueued_at)
-VALUES (?, ?, ?, ?, 0, ?)
+INSERT INTO orchestrator_queue (
+    instance_id, kind, payload, visible_at, attempt_count, enqueued_at, start_bias)
+VALUES (?, ?, ?, ?, 0, ?, ?)
 
 -- name: lock_next_instance
 -- Lock the instance owning the oldest visible message that has no live lock (an expired lock
 -- row is taken over). Returns the locked instance id, or no row. Sticky turns: an instance
 -- whose last turn another dispatcher acked is left to it (it has the history in memory) while
 -- the message is less than 50 ms old; a caller without a dispatcher id is never held back.
+-- Claim order: a client's start counts :bias ms younger (start_bias, see the schema).
 INSERT INTO instance_locks (instance_id, lock_token, locked_until, dispatcher_id)
 SELECT q.instance_id, :token, :locked_until, :dispatcher_id
 FROM orchestrator_queue AS q
-WHERE q.visible_at <= :now
+WHERE q.visible_at + q.start_bias <= :now + :bias
+  AND q.visible_at <= :now
   AND NOT EXISTS (
       SELECT 1 FROM instance_locks AS l
       WHERE l.instance_id = q.instance_id AND l.locked_until > :now)
@@ -67,7 +81,7 @@ WHERE q.visible_at <= :now
        OR NOT EXISTS (
            SELECT 1 FROM instances AS i
            WHERE i.instance_id = q.instance_id AND i.last_dispatcher <> :dispatcher_id))
-ORDER BY q.visible_at, q.id
+ORDER BY q.visible_at + q.start_bias, q.visible_at, q.id
 LIMIT 1
 ON CONFLICT (instance_id) DO UPDATE SET
     lock_token = excluded.lock_token,

@@ -61,10 +61,14 @@ CREATE TABLE IF NOT EXISTS orchestrator_queue (
     visible_at INTEGER NOT NULL,
     attempt_count INTEGER NOT NULL DEFAULT 0,
     lock_token TEXT,
-    enqueued_at INTEGER NOT NULL
+    enqueued_at INTEGER NOT NULL,
+    start_bias INTEGER NOT NULL DEFAULT 0       -- START_BIAS_MS on a client's start, else 0
 );
--- Fetch walks visible messages in (visible_at, id) order.
-CREATE INDEX IF NOT EXISTS orchestrator_queue_visible ON orchestrator_queue (visible_at);
+-- Fetch walks visible messages in claim order: visible_at + start_bias (a client's start
+-- yields to running instances' messages, see "Admission order" in providers/base.py), then
+-- visible_at and id; visibility is checked in the index.
+CREATE INDEX IF NOT EXISTS orchestrator_queue_claim
+    ON orchestrator_queue (visible_at + start_bias, visible_at);
 CREATE INDEX IF NOT EXISTS orchestrator_queue_instance ON orchestrator_queue (instance_id);
 
 -- At most one live lock per instance: a row whose locked_until is in the future.

@@ -157,7 +157,7 @@ class SqliteWorkerQueueMixin:
             message = completion.message
             conn.execute(
                 q["enqueue_orchestrator"],
-                (completion.instance_id, message.kind, message.to_json(), now, now),
+                (completion.instance_id, message.kind, message.to_json(), now, now, 0),
             )
 
     def abandon_work_item(

@@ -49,7 +49,7 @@ class KillPlan:
 
 @dataclass
 class Killer:
-    """SIGKILLs a random live child of ``role`` every ``every_s`` (in a thread)."""
+    """SIGKILLs a random running child of ``role`` every ``every_s`` (in a thread)."""
 
     stage: Stage
     cluster: Any
@@ -74,7 +74,9 @@ class Killer:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
-            alive = children(self.cluster, self.role)
+            # Only children that run: killing one still starting would stop all progress
+            # whenever a start takes longer than the kill interval (a slow or loaded machine).
+            alive = children(self.cluster, self.role, ready=True)
             if not alive:
                 continue
             pid = self._rng.choice(sorted(alive))

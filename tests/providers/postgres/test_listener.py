@@ -63,6 +63,19 @@ def activity(activity_id: int) -> ActivityWorkItem:
     return ActivityWorkItem(instance_id="inst", execution_id=1, activity_id=activity_id, name="A")
 
 
+def test_closing_twice_is_harmless_and_sends_what_was_pending(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    sender, receiver = open_provider(), open_provider()
+    since = receiver.wakeups.generation(ORCHESTRATOR)
+    sender.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+
+    sender.close()
+    sender.close()
+
+    assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
+
+
 def test_an_enqueue_wakes_the_other_provider(
     open_provider: Callable[..., PostgresProvider],
 ) -> None:

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from duroxide.providers.base import START_BIAS_MS
 from duroxide.providers.postgres.connection import PgOptions
 from duroxide.providers.postgres.migrations import (
     ensure_schema,
@@ -198,3 +199,13 @@ def test_six_processes_initialize_an_empty_schema_at_once(
     with pg.temporary_schema(pg_url, "ref") as reference:
         ensure_schema(pg_url, reference, OPTIONS)
         assert catalog(admin_conn, schema) == catalog(admin_conn, reference)
+
+
+def test_the_schemas_start_bias_is_the_providers(
+    open_provider: Any, schema: str, admin_conn: Any
+) -> None:
+    """The claim order's bias lives in SQL (duroxide_start_bias_ms) and in Python (the SQLite
+    provider, the contract): one value."""
+    open_provider()
+    query = sql.SQL("SELECT {}.duroxide_start_bias_ms()").format(sql.Identifier(schema))
+    assert admin_conn.execute(query).fetchone() == (START_BIAS_MS,)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from psycopg import sql
 
 from duroxide.history import (
     ActivityCompleted,
@@ -16,6 +17,7 @@ from duroxide.history import (
 )
 from duroxide.providers.base import InstanceUpdate, OrchestrationAck
 from duroxide.providers.postgres import PostgresProvider
+from duroxide.providers.postgres.codec import ack_documents
 from duroxide.types import TagFilter, TagFilterSpec
 from duroxide.work_items import (
     ActivityCompletedMsg,
@@ -217,3 +219,37 @@ def test_bulk_administration_runs_one_transaction_per_instance(
     assert pruned.instances_processed == 4
     assert deleted.instances_deleted == 4
     assert count.steps == [("prune", 1 + 4), ("delete", 1 + 4)]
+
+
+def test_a_claiming_fetch_and_a_batch_ack_each_take_one_transaction_id(
+    open_provider: Callable[..., PostgresProvider], schema: str, admin_conn: Any
+) -> None:
+    """The hot path runs without subtransactions: a fetch that claims several instances and
+    an ack that commits their turns are one transaction id each (a subtransaction would take
+    another one, and PostgreSQL's per-transaction overhead with it)."""
+    provider = open_provider()
+    for n in range(3):
+        provider.enqueue_orchestrator(f"i{n}", StartOrchestration(name="Hello", version="1.0.0"))
+    provider.close()  # flushes its notifications: from here on only the calls below write
+
+    def next_xid() -> int:  # reading the counter assigns no transaction id
+        row = admin_conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())").fetchone()
+        return int(str(row[0]))
+
+    name = sql.Identifier(schema)
+    fetch = sql.SQL("SELECT o_lock_token, o_now_ms FROM {}.duroxide_fetch_orchestration_items("
+                    "30000, 10, 'd1')").format(name)  # fmt: skip
+    commit = sql.SQL("SELECT o_ok FROM {}.duroxide_commit_turns(%s::jsonb)").format(name)
+    before = next_xid()
+    claimed = admin_conn.execute(fetch).fetchall()
+    after_fetch = next_xid()
+    acks = [
+        (token, OrchestrationAck(instance=update("Running"), events=[OrchestrationStarted(
+            event_id=1, timestamp_ms=now, name="Hello", version="1.0.0")]))
+        for token, now in claimed
+    ]  # fmt: skip
+    committed = admin_conn.execute(commit, (ack_documents(acks),)).fetchall()
+    after_ack = next_xid()
+
+    assert len(claimed) == 3 and committed == [(True,)] * 3
+    assert (after_fetch - before, after_ack - after_fetch) == (1, 1)

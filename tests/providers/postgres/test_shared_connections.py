@@ -153,7 +153,12 @@ def test_every_function_pins_its_search_path(
         "JOIN pg_namespace AS n ON n.oid = p.pronamespace WHERE n.nspname = %s",
         (schema,),
     ).fetchall()
-    pure = {"duroxide_now_ms", "duroxide_token_instance", "duroxide_token_work_id"}
+    pure = {
+        "duroxide_now_ms",
+        "duroxide_start_bias_ms",
+        "duroxide_token_instance",
+        "duroxide_token_work_id",
+    }
 
     unpinned = sorted(
         name for name, config in rows
