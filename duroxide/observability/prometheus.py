@@ -58,6 +58,9 @@ class PrometheusInstruments(Instruments):
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.dropped_samples = 0
+        #: (metric, label values) -> labelled child: ``labels()`` validates and locks on every
+        #: call, and the hooks run several times per turn and per activity.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         orch, act = ["orchestration_name"], ["activity_name", "tag", "outcome"]
         self._starts = Counter("duroxide_orchestration_starts", "Orchestration instances started.",
@@ -111,50 +114,57 @@ class PrometheusInstruments(Instruments):
         """Show ``capacity`` idle slots of ``kind`` before any work arrives."""
         self.slots(kind, 0, capacity)
 
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:  # a race only labels twice: labels() returns the same child
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     # --- the runtime's hooks ------------------------------------------------------------------
 
     @_never_raises
     def orchestration_started(self, name: str) -> None:
-        self._starts.labels(name).inc()
+        self._child(self._starts, name).inc()
 
     @_never_raises
     def orchestration_finished(
         self, name: str, outcome: str, category: str | None, duration_s: float | None
     ) -> None:
-        self._completions.labels(name, outcome).inc()
+        self._child(self._completions, name, outcome).inc()
         if outcome == "failed":
-            self._failures.labels(name, category or "unknown").inc()
+            self._child(self._failures, name, category or "unknown").inc()
         if duration_s is not None:
-            self._duration.labels(name, outcome).observe(duration_s)
+            self._child(self._duration, name, outcome).observe(duration_s)
 
     @_never_raises
     def turn(self, name: str, duration_s: float) -> None:
-        self._turns.labels(name).observe(duration_s)
+        self._child(self._turns, name).observe(duration_s)
 
     @_never_raises
     def poison(self, kind: str) -> None:
-        self._poison.labels(kind).inc()
+        self._child(self._poison, kind).inc()
 
     @_never_raises
     def activity(self, name: str, tag: str | None, outcome: str, duration_s: float) -> None:
-        self._activities.labels(name, tag or "", outcome).inc()
-        self._activity_duration.labels(name, tag or "", outcome).observe(duration_s)
+        self._child(self._activities, name, tag or "", outcome).inc()
+        self._child(self._activity_duration, name, tag or "", outcome).observe(duration_s)
 
     @_never_raises
     def provider_call(self, operation: str, duration_s: float, failed: bool) -> None:
-        self._provider.labels(operation).observe(duration_s)
+        self._child(self._provider, operation).observe(duration_s)
         if failed:
-            self._provider_errors.labels(operation).inc()
+            self._child(self._provider_errors, operation).inc()
 
     @_never_raises
     def lock_renewed(self, kind: str) -> None:
-        self._renewals.labels(kind).inc()
+        self._child(self._renewals, kind).inc()
 
     @_never_raises
     def lock_lost(self, kind: str) -> None:
-        self._lost.labels(kind).inc()
+        self._child(self._lost, kind).inc()
 
     @_never_raises
     def slots(self, kind: str, busy: int, capacity: int) -> None:
-        self._busy.labels(kind).set(busy)
-        self._idle.labels(kind).set(max(0, capacity - busy))
+        self._child(self._busy, kind).set(busy)
+        self._child(self._idle, kind).set(max(0, capacity - busy))

@@ -20,13 +20,17 @@ A = TypeVar("A")
 
 
 class _Entry(Generic[A]):
-    __slots__ = ("ack", "done", "leader", "result")
+    __slots__ = ("ack", "done", "result", "wake")
 
     def __init__(self, ack: A) -> None:
         self.ack = ack
         self.done = False
-        self.leader = False
         self.result: ProviderError | None = None
+        # Released once: when the entry is committed, or when its thread must lead the next
+        # batch. One lock per waiting thread, so a commit wakes exactly the threads it concerns
+        # (a shared condition would wake every waiter on every batch).
+        self.wake = threading.Lock()
+        self.wake.acquire()
 
 
 class GroupCommit(Generic[A]):
@@ -39,7 +43,7 @@ class GroupCommit(Generic[A]):
         self._operation = operation
         self._commit_many = commit_many
         self._max_batch = max_batch
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
         self._pending: list[_Entry[A]] = []
         self._busy = False
         self.batches = 0
@@ -49,28 +53,33 @@ class GroupCommit(Generic[A]):
         """Commit ``ack`` (with whatever else is pending); its own outcome: None or the error
         that rolled it back."""
         entry: _Entry[A] = _Entry(ack)
-        with self._cond:
+        with self._lock:
             self._pending.append(entry)
-        while True:
-            with self._cond:
-                while not entry.done and self._busy and not entry.leader:
-                    self._cond.wait()
-                if entry.done:
-                    return entry.result
-                self._busy, entry.leader = True, False  # this thread leads the next batch
-                batch = self._pending[: self._max_batch]
-                del self._pending[: self._max_batch]
-            results = self._commit(batch)
-            with self._cond:
-                for done, result in zip(batch, results, strict=True):
-                    done.result, done.done = result, True
-                self.batches += 1
-                self.committed += len(batch)
-                if self._pending:
-                    self._pending[0].leader = True
-                else:
-                    self._busy = False
-                self._cond.notify_all()
+            lead = not self._busy
+            self._busy = True
+        if not lead:
+            entry.wake.acquire()  # committed by another leader, or promoted to lead
+            if entry.done:
+                return entry.result
+        # This thread leads: its entry is the oldest pending one, so it is in this batch.
+        with self._lock:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+        results = self._commit(batch)
+        for done, result in zip(batch, results, strict=True):
+            done.result, done.done = result, True
+        with self._lock:
+            self.batches += 1
+            self.committed += len(batch)
+            successor = self._pending[0] if self._pending else None
+            if successor is None:
+                self._busy = False
+        for done in batch:
+            if done is not entry:
+                done.wake.release()
+        if successor is not None:
+            successor.wake.release()  # not done: it leads the next batch
+        return entry.result
 
     def _commit(self, batch: list[_Entry[A]]) -> list[ProviderError | None]:
         try:

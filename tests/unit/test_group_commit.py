@@ -69,3 +69,35 @@ def test_a_crashing_commit_fails_every_ack_of_its_batch_without_stranding_anyone
     error = commits.submit(1)
     assert isinstance(error, ProviderError) and "driver bug" in str(error)
     assert commits.submit(2) is not None  # still usable afterwards
+
+
+def test_many_threads_each_get_their_own_outcome_exactly_once() -> None:
+    """Sixteen threads, 200 acks each, small batches: every ack is committed once, in some
+    batch no larger than the limit, and every thread returns (nobody is left waiting)."""
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def commit(acks: Sequence[int]) -> list[ProviderError | None]:
+        assert len(acks) <= 4
+        with lock:
+            seen.extend(acks)
+        return [LockLostError("ack") if n % 5 == 0 else None for n in acks]
+
+    commits = GroupCommit[int]("ack", commit, max_batch=4)
+    wrong: list[int] = []
+
+    def run(base: int) -> None:
+        for n in range(base, base + 200):
+            if isinstance(commits.submit(n), LockLostError) != (n % 5 == 0):
+                wrong.append(n)
+
+    threads = [threading.Thread(target=run, args=(t * 1000,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+
+    assert not any(t.is_alive() for t in threads)
+    assert wrong == []
+    assert sorted(seen) == sorted(t * 1000 + n for t in range(16) for n in range(200))
+    assert commits.committed == 3200

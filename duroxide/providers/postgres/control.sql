@@ -36,8 +36,14 @@ INSERT INTO {schema}.duroxide_migrations (version, name) VALUES (%s, %s)
 -- name: listen
 LISTEN {channel}
 
--- name: notify_many
-SELECT pg_catalog.pg_notify(%s, p) FROM unnest(%s::text[]) AS p
+-- name: listener_session
+-- A notification is delivered at commit whether or not the commit record reaches the disk
+-- (and means nothing after a crash): the listener's commits never wait for a WAL flush.
+SELECT pg_catalog.set_config('synchronous_commit', 'off', false)
+
+-- name: notify
+-- Sent through libpq directly, so its placeholders are $1 (channel) and $2 (payload).
+SELECT pg_catalog.pg_notify($1, $2)
 
 -- name: keepalive
 SELECT 1

@@ -8,10 +8,10 @@ Why the notifications are not sent inside the operations' transactions: a transa
 calls NOTIFY takes a cluster-wide lock at commit and holds it through its WAL flush, which
 serializes every notifying commit and caps throughput at one fsync per turn. Instead an
 operation, after it committed, hands a hint to ``post`` (no I/O); this thread sends the hints
-batched as ``SELECT pg_notify(...)`` on its own connection — a transaction without writes,
-which needs no flush — at most one batch per send interval (adaptive, from
-``MIN_SEND_INTERVAL_S`` when posts are rare to ``MAX_SEND_INTERVAL_S`` under load), at once when
-idle. So an operation stays one round trip and never waits for the notify.
+batched as ``SELECT pg_notify(...)`` on its own connection — a transaction without table
+writes, committed without waiting for a WAL flush — at most one batch per send interval
+(adaptive, from ``MIN_SEND_INTERVAL_S`` when posts are rare to ``MAX_SEND_INTERVAL_S`` under
+load), at once when idle. So an operation stays one round trip and never waits for the notify.
 
 Payload: compact JSON ``{"o": [delays], "w": [delays], "s": 1, "c": [[instance, execution,
 activity], ...]}``. ``o``/``w``: work on the orchestrator/worker queue visible after each delay
@@ -40,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from duroxide.observability.logging import get_logger
 from duroxide.providers.postgres.connection import control_queries
@@ -176,6 +176,8 @@ class PgListener:
         self._pid: int | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
+        self._notify_sql = control_queries()["notify"].encode()
+        self._channel_bytes = channel.encode()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -250,6 +252,7 @@ class PgListener:
                             channel=sql.Identifier(self._channel)
                         )
                     )
+                    conn.execute(control_queries()["listener_session"])
                     self._pid = conn.info.backend_pid
                     self._dispatch(conn)
                     backoff = _BACKOFF_FIRST_S
@@ -282,9 +285,9 @@ class PgListener:
                 self._drain_pipe()
                 payloads = self._take_payloads()
                 if payloads:
-                    conn.execute(control_queries()["notify_many"], (self._channel, payloads))
+                    self._send(conn, payloads)
                     last_sent = last_io = time.monotonic()
-                    self._dispatch(conn)  # notifications that arrived during the query
+                    self._receive(conn)  # notifications that arrived during the query
             if stopping:
                 return
             timeout = KEEPALIVE_S
@@ -292,7 +295,7 @@ class PgListener:
                 timeout = max(0.0, last_sent + self._interval - time.monotonic())
             readable = {fd for fd, _ in poller.poll(timeout * 1000)}
             if sock in readable:
-                self._dispatch(conn)
+                self._receive(conn)
                 last_io = time.monotonic()
             elif not readable and time.monotonic() - last_io >= KEEPALIVE_S:
                 conn.execute(control_queries()["keepalive"])
@@ -328,8 +331,30 @@ class PgListener:
             cancelled,
         )
 
+    # The hot path talks to libpq directly: a notification batch is one small statement, sent
+    # up to a few hundred times a second by every process, and psycopg's cursor machinery
+    # (query conversion, parameter dumpers, its wait loop) cost more than the round trip.
+
+    def _send(self, conn: psycopg.Connection[Any], payloads: list[str]) -> None:
+        """Send ``payloads`` (usually one), each ``pg_notify`` its own tiny transaction."""
+        pgconn = conn.pgconn
+        for payload in payloads:
+            result = pgconn.exec_params(self._notify_sql, [self._channel_bytes, payload.encode()])
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                raise psycopg.OperationalError(result.get_error_message() or "notify failed")
+
+    def _receive(self, conn: psycopg.Connection[Any]) -> None:
+        """Apply the notifications libpq has read (or reads now); our own are skipped."""
+        pgconn = conn.pgconn
+        pgconn.consume_input()  # raises when the connection broke
+        own = self._pid
+        while (notify := pgconn.notifies()) is not None:
+            if notify.be_pid != own:
+                apply_payload(self._hub, notify.extra.decode())
+
     def _dispatch(self, conn: psycopg.Connection[Any]) -> None:
-        """Apply the notifications received so far; our own (same backend) are skipped."""
+        """Apply the notifications received so far, through psycopg (after a statement sent
+        through psycopg, which keeps what arrived meanwhile); our own are skipped."""
         own = self._pid
         for notify in conn.notifies(timeout=0):
             if notify.pid != own:
