@@ -111,6 +111,16 @@ def clusters() -> Iterator[list[Any]]:
                 cluster.kill_tree()
 
 
+def launch(stage_: Stage, started: list[Any], cluster: Any, prefix: str, n: int) -> list[str]:
+    """Have ``cluster`` killed at the end (``started`` from ``clusters``), wait until it is
+    ready, then start ``n`` ledger instances ``<prefix>-00000``…; their ids."""
+    started.append(cluster)
+    cluster.wait_ready()
+    ids = [f"{prefix}-{i:05d}" for i in range(n)]
+    stage_.workload.start(stage_.client, ids)
+    return ids
+
+
 def wait_for(check: Callable[[], bool], what: str, timeout_s: float,
              interval_s: float = 0.05) -> float:  # fmt: skip
     """Poll ``check`` until it holds; raise ``TimeoutError`` naming ``what`` after the deadline.

@@ -247,14 +247,13 @@ class PgListener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._url, **self._kwargs) as conn:
-                    conn.execute(
-                        sql.SQL(control_queries()["listen"]).format(
-                            channel=sql.Identifier(self._channel)
-                        )
+                    listen = sql.SQL(control_queries()["listen"]).format(
+                        channel=sql.Identifier(self._channel)
                     )
-                    conn.execute(control_queries()["listener_session"])
+                    _exec(conn, listen.as_bytes(conn))
+                    _exec(conn, control_queries()["listener_session"].encode())
                     self._pid = conn.info.backend_pid
-                    self._dispatch(conn)
+                    self._receive(conn)
                     backoff = _BACKOFF_FIRST_S
                     if reconnecting:  # notifications may have been missed meanwhile
                         self._hub.notify_many((ORCHESTRATOR, WORKER, STATUS))
@@ -298,9 +297,9 @@ class PgListener:
                 self._receive(conn)
                 last_io = time.monotonic()
             elif not readable and time.monotonic() - last_io >= KEEPALIVE_S:
-                conn.execute(control_queries()["keepalive"])
+                _exec(conn, control_queries()["keepalive"].encode())
                 last_io = time.monotonic()
-                self._dispatch(conn)
+                self._receive(conn)
             if self._wake_r in readable:
                 self._drain_pipe()
 
@@ -331,17 +330,15 @@ class PgListener:
             cancelled,
         )
 
-    # The hot path talks to libpq directly: a notification batch is one small statement, sent
-    # up to a few hundred times a second by every process, and psycopg's cursor machinery
-    # (query conversion, parameter dumpers, its wait loop) cost more than the round trip.
+    # The connection is used through libpq directly: a notification batch is one small
+    # statement, sent up to a few hundred times a second by every process, and psycopg's cursor
+    # machinery (query conversion, parameter dumpers, its wait loop) cost more than the round
+    # trip. So every notification stays in libpq until _receive reads it.
 
     def _send(self, conn: psycopg.Connection[Any], payloads: list[str]) -> None:
         """Send ``payloads`` (usually one), each ``pg_notify`` its own tiny transaction."""
-        pgconn = conn.pgconn
         for payload in payloads:
-            result = pgconn.exec_params(self._notify_sql, [self._channel_bytes, payload.encode()])
-            if result.status != pq.ExecStatus.TUPLES_OK:
-                raise psycopg.OperationalError(result.get_error_message() or "notify failed")
+            _exec(conn, self._notify_sql, [self._channel_bytes, payload.encode()])
 
     def _receive(self, conn: psycopg.Connection[Any]) -> None:
         """Apply the notifications libpq has read (or reads now); our own are skipped."""
@@ -352,10 +349,12 @@ class PgListener:
             if notify.be_pid != own:
                 apply_payload(self._hub, notify.extra.decode())
 
-    def _dispatch(self, conn: psycopg.Connection[Any]) -> None:
-        """Apply the notifications received so far, through psycopg (after a statement sent
-        through psycopg, which keeps what arrived meanwhile); our own are skipped."""
-        own = self._pid
-        for notify in conn.notifies(timeout=0):
-            if notify.pid != own:
-                apply_payload(self._hub, notify.payload)
+
+def _exec(
+    conn: psycopg.Connection[Any], statement: bytes, params: list[bytes] | None = None
+) -> None:
+    """Run one statement on the listener's connection through libpq; a failure raises
+    ``psycopg.OperationalError`` (the listener then reconnects)."""
+    result = conn.pgconn.exec_params(statement, params or [])
+    if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+        raise psycopg.OperationalError(result.get_error_message() or "listener statement failed")

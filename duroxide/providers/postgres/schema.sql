@@ -111,10 +111,9 @@ CREATE TABLE instance_queue (
     start_bias bigint NOT NULL DEFAULT 0
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.01,
         autovacuum_vacuum_threshold = 1000, autovacuum_analyze_scale_factor = 0.05);
--- Claim order: visible_at + start_bias, where start_bias is duroxide_start_bias_ms() while the
--- instance waits for the first turn a client's start asked for, else 0 (see
--- duroxide_start_bias_ms). visible_at is the second column so that the visibility filter is
--- checked in the index.
+-- Claim order: visible_at + start_bias, where start_bias is duroxide_start_bias_ms() from a
+-- client's start until the instance is first claimed, else 0 (see duroxide_start_bias_ms).
+-- visible_at is the second column so that the visibility filter is checked in the index.
 CREATE INDEX instance_queue_claim ON instance_queue ((visible_at + start_bias), visible_at);
 
 -- The instance locks, live and expired (for operators; nothing reads it on a hot path).
@@ -336,6 +335,7 @@ BEGIN
         SET lock_token = gen_random_uuid()::text || ':' || r.instance_id,
             locked_until = v_now + p_lock_timeout_ms,
             visible_at = v_now + p_lock_timeout_ms,
+            start_bias = 0,
             dispatcher_id = p_dispatcher_id,
             execution_id = s.execution_id,
             history_len = s.history_len
@@ -494,8 +494,7 @@ BEGIN
         FROM a),
     released AS (
         UPDATE instance_queue AS r
-        SET lock_token = NULL, locked_until = 0, visible_at = d.at, dispatcher_id = NULL,
-            start_bias = 0
+        SET lock_token = NULL, locked_until = 0, visible_at = d.at, dispatcher_id = NULL
         FROM next_due AS d
         WHERE r.instance_id = d.iid AND d.at IS NOT NULL),
     dropped AS (

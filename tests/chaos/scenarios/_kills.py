@@ -24,6 +24,7 @@ from tests.chaos.harness import (
     clusters,
     instance_recovery_ms,
     kill_pid,
+    launch,
     locked_instances,
     now_ms,
     p99,
@@ -98,10 +99,7 @@ def run_kills(env: ChaosEnv, number: int, title: str, plan: KillPlan) -> Scenari
             "--orchestrator-lock-timeout-ms", "2000", "--worker-lock-timeout-ms", "2000",
             "--restart-delay", "0.1", "--restart-delay-max", "0.5", "--drain-timeout", "5",
         )  # fmt: skip
-        started.append(cluster)
-        cluster.wait_ready()
-        ids = [f"s{number:02d}-{i:05d}" for i in range(plan.instances)]
-        st.workload.start(st.client, ids)
+        ids = launch(st, started, cluster, f"s{number:02d}", plan.instances)
         with Killer(st, cluster, plan.role, plan.every_s) as killer:
             took = wait_finished(st, len(ids), plan.timeout_s)
         verdict(result, st, ids)

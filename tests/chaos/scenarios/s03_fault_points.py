@@ -22,6 +22,7 @@ from duroxide.runtime.faults import FAULT_EXIT_CODE
 from tests.chaos.harness import (
     activity_recovery_ms,
     clusters,
+    launch,
     p99,
     stage,
     verdict,
@@ -62,10 +63,7 @@ def run(env: ChaosEnv) -> ScenarioResult:
             "--restart-delay", "0.1", "--restart-delay-max", "0.5", "--drain-timeout", "5",
             faults=faults,
         )  # fmt: skip
-        started.append(cluster)
-        cluster.wait_ready()
-        ids = [f"s03-{i:05d}" for i in range(instances)]
-        st.workload.start(st.client, ids)
+        ids = launch(st, started, cluster, "s03", instances)
         wait_finished(st, len(ids), 90 if small else 300)
         verdict(result, st, ids)
         exits = [r for r in cluster.events("child.exited", expected=False)

@@ -16,6 +16,7 @@ import psycopg
 from tests.chaos.harness import (
     Stage,
     clusters,
+    launch,
     next_progress_ms,
     now_ms,
     p99,
@@ -65,10 +66,7 @@ def run(env: ChaosEnv) -> ScenarioResult:
             "--orchestrator-lock-timeout-ms", "2000", "--worker-lock-timeout-ms", "3000",
             "--restart-delay", "0.1", "--restart-delay-max", "0.5", "--drain-timeout", "5",
         )  # fmt: skip
-        cl.append(cluster)
-        cluster.wait_ready()
-        ids = [f"s05-{i:05d}" for i in range(instances)]
-        st.workload.start(st.client, ids)
+        ids = launch(st, cl, cluster, "s05", instances)
         unfinished: list[int] = []  # instances not yet finished at each restart
         recovery: list[float] = []
         for i, mode in enumerate(modes):

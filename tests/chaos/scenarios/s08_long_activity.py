@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import signal
 
-from tests.chaos.harness import clusters, stage, verdict, wait_finished
+from tests.chaos.harness import clusters, launch, stage, verdict, wait_finished
 from tests.chaos.result import ChaosEnv, ScenarioResult
 
 NUMBER = 8
@@ -30,10 +30,7 @@ def run(env: ChaosEnv) -> ScenarioResult:
             "--orchestrator-lock-timeout-ms", "2000", "--worker-lock-timeout-ms", str(lock_ms),
             "--drain-timeout", "5",
         )  # fmt: skip
-        started.append(cluster)
-        cluster.wait_ready()
-        ids = [f"s08-{i:05d}" for i in range(instances)]
-        st.workload.start(st.client, ids)
+        ids = launch(st, started, cluster, "s08", instances)
         wait_finished(st, len(ids), 60 if small else 180)
         verdict(result, st, ids)
         durations = [a[3] - a[2] for a in st.workload.attempts() if a[3] is not None]

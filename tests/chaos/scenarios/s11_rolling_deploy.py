@@ -14,6 +14,7 @@ from tests.chaos.harness import (
     children,
     clusters,
     instance_recovery_ms,
+    launch,
     now_ms,
     p99,
     stage,
@@ -38,10 +39,7 @@ def run(env: ChaosEnv) -> ScenarioResult:
             "--orchestrators", "1", "--workers", "1", "--worker-concurrency", "16",
             "--drain-timeout", "5", name="old", extra_env={"CHAOS_LEDGER_SKIP": STEP_V2},
         )  # fmt: skip
-        started.append(old)
-        old.wait_ready()
-        ids = [f"s11-{i:05d}" for i in range(instances)]
-        st.workload.start(st.client, ids)
+        ids = launch(st, started, old, "s11", instances)
         wanted = len(ids) * st.workload.k
         wait_for(lambda: len(old.events("activity.unregistered")) >= wanted,
                  "the old build to see every new activity", 60)  # fmt: skip
