@@ -47,11 +47,11 @@ class Config:
     workload: str
     n: int
     pg_url: str
-    orchestrators: int = 2
-    workers: int = 1
-    orchestration_concurrency: int = 8
-    worker_concurrency: int = 16
-    timeout_s: float = 600
+    orchestrators: int
+    workers: int
+    orchestration_concurrency: int
+    worker_concurrency: int
+    timeout_s: float
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--orchestrators", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--orchestration-concurrency", type=int, default=8)
-    parser.add_argument("--worker-concurrency", type=int, default=16)
+    parser.add_argument("--orchestration-concurrency", type=int, default=64)
+    parser.add_argument("--worker-concurrency", type=int, default=64)
     parser.add_argument("--pgbench", action="store_true", help="measure the physical limit")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))

@@ -31,8 +31,8 @@ class ClusterConfig:
     orchestrators: int = 1
     workers: int = 1
     pools: tuple[tuple[str, int], ...] = ()
-    orchestration_concurrency: int = 4
-    worker_concurrency: int = 8
+    orchestration_concurrency: int = 64
+    worker_concurrency: int = 64
     worker_node_id: str = "node"
     max_sessions: int = 10
     poll_interval_ms: int = 100
@@ -177,9 +177,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("--workers", "DUROXIDE_WORKERS", _count,
             "activity worker processes for untagged activities (default 1)"),
     _Option("--orchestration-concurrency", "DUROXIDE_ORCHESTRATION_CONCURRENCY", _positive,
-            "turn slots per orchestrator process (default 4)"),
+            "turn slots per orchestrator process (default 64)"),
     _Option("--worker-concurrency", "DUROXIDE_WORKER_CONCURRENCY", _positive,
-            "activity slots per worker process (default 8)"),
+            "activity slots per worker process (default 64)"),
     _Option("--worker-node-id", "DUROXIDE_WORKER_NODE_ID", _text,
             "stable id of this node; each child's is <id>-<role>-<index> (default: hostname)",
             "ID"),

@@ -79,6 +79,11 @@ def unique_schema(label: str = "") -> str:
     return f"{SCHEMA_PREFIX}{tag}_{uuid.uuid4().hex[:12]}"
 
 
+def with_application_name(url: str, name: str) -> str:
+    """``url`` with ``application_name=name`` added to its query string."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
+
+
 def connect(url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(url, autocommit=True)
 

@@ -38,6 +38,8 @@ def current_trace_context() -> str | None:
     """The active trace context as a JSON carrier (``traceparent``…), or None."""
     if propagate is None:
         return None
+    if not otel_context.get_current():  # nothing active: no propagator has anything to send
+        return None
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return json.dumps(carrier, sort_keys=True) if carrier else None

@@ -155,10 +155,13 @@ def next_progress_ms(stage_: Stage, since_ms: int) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
-def verdict(result: ScenarioResult, stage_: Stage, ids: Sequence[str],
-            settle_s: float = 10.0) -> ScenarioResult:  # fmt: skip
+#: How long the checker waits for the queue rows of finished instances to drain.
+SETTLE_S = 10.0
+
+
+def verdict(result: ScenarioResult, stage_: Stage, ids: Sequence[str]) -> ScenarioResult:
     """Run the invariant checker and count the ledger: fill ``result``."""
-    report = check(stage_.url, stage_.schema, stage_.workload.expected(ids), settle_s=settle_s)
+    report = check(stage_.url, stage_.schema, stage_.workload.expected(ids), settle_s=SETTLE_S)
     report.apply(result)
     result.started = len(ids)
     counts = stage_.workload.counts()

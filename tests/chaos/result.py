@@ -2,7 +2,8 @@
 
 Every scenario module in ``tests/chaos/scenarios/`` (``sNN_name.py``) defines ``NUMBER``,
 ``TITLE`` and ``run(env: ChaosEnv) -> ScenarioResult``; ``python -m tests.chaos`` runs them and
-prints ``ScenarioResult.line()``; ``tests/chaos/test_chaos.py`` runs the small size under pytest.
+prints ``ScenarioResult.line()``; ``tests/chaos/test_chaos_postgres.py`` runs the small size
+under pytest.
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ def test_metrics_match_what_ran_and_a_gpu_pool_runs_only_gpu_activities(
             ("duroxide_worker_queue_depth", (("tag", ""),)): 0,
             ("duroxide_worker_queue_depth", (("tag", "gpu"),)): 0,
             ("duroxide_busy_slots", (("kind", "orchestration"),)): 0,
-            ("duroxide_idle_slots", (("kind", "orchestration"),)): 4,
-            ("duroxide_idle_slots", (("kind", "activity"),)): 16,
+            ("duroxide_idle_slots", (("kind", "orchestration"),)): 64,  # the default
+            ("duroxide_idle_slots", (("kind", "activity"),)): 64 * 2,
             ("duroxide_cluster_children", (("role", "pool"), ("tag", "gpu"))): 1,
         }  # fmt: skip
         scraped: dict[str, Any] = {}

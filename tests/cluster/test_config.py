@@ -29,7 +29,7 @@ def test_defaults() -> None:
     config = parse(BASE)
     assert (config.app, config.database_url, config.schema) == ("myapp:setup", PG, None)
     assert (config.orchestrators, config.workers, config.pools) == (1, 1, ())
-    assert (config.orchestration_concurrency, config.worker_concurrency) == (4, 8)
+    assert (config.orchestration_concurrency, config.worker_concurrency) == (64, 64)
     assert (config.http_port, config.drain_timeout_s) == (9464, 30.0)
     assert (config.log_format, config.log_level) == ("json", "info")
     assert (config.restart_delay_s, config.restart_delay_max_s) == (1.0, 60.0)

@@ -65,8 +65,8 @@ class Expect:
 EXPECTED: dict[str, Expect] = {
     "defaults.yaml": Expect(
         roles={
-            "orchestrator": Role("orchestrator", 1, 4, replicas=2),
-            "worker": Role("worker", 2, 8, replicas=2),
+            "orchestrator": Role("orchestrator", 1, 64, replicas=2),
+            "worker": Role("worker", 2, 64, replicas=2),
         }
     ),
     "keda-pools.yaml": Expect(
@@ -79,7 +79,7 @@ EXPECTED: dict[str, Expect] = {
                              max_replicas=4, target=2, drain=120, grace=150),
             "pool-io-bound": Role("pool", 4, 16, tag="io_bound", autoscaler="keda",
                                   min_replicas=1, max_replicas=8, target=100, activation=5),
-            "pool-legacy": Role("pool", 1, 8, tag="legacy.batch", replicas=1),
+            "pool-legacy": Role("pool", 1, 64, tag="legacy.batch", replicas=1),
         },
         secret=("media-db-dml", "dsn"),
         migration_secret=("media-db-ddl", "dsn"),
@@ -88,37 +88,37 @@ EXPECTED: dict[str, Expect] = {
     ),
     "keda-prometheus.yaml": Expect(
         roles={
-            "orchestrator": Role("orchestrator", 1, 4, autoscaler="keda", min_replicas=1,
-                                 max_replicas=10, target=4),
-            "worker": Role("worker", 2, 8, autoscaler="keda", min_replicas=1, max_replicas=10,
-                           target=16),
+            "orchestrator": Role("orchestrator", 1, 64, autoscaler="keda", min_replicas=1,
+                                 max_replicas=10, target=64),
+            "worker": Role("worker", 2, 64, autoscaler="keda", min_replicas=1, max_replicas=10,
+                           target=128),
             "pool-gpu": Role("pool", 1, 2, tag="gpu", autoscaler="keda", min_replicas=1,
                              max_replicas=10, target=2),
         }
     ),
     "hpa.yaml": Expect(
         roles={
-            "orchestrator": Role("orchestrator", 1, 4, autoscaler="hpa", min_replicas=2,
+            "orchestrator": Role("orchestrator", 1, 64, autoscaler="hpa", min_replicas=2,
                                  max_replicas=6),
-            "worker": Role("worker", 2, 8, replicas=3),
-            "pool-gpu": Role("pool", 1, 8, tag="gpu", autoscaler="keda", min_replicas=0,
-                             max_replicas=6, target=8),
-            "pool-reports": Role("pool", 1, 8, tag="reports", autoscaler="hpa", min_replicas=2,
+            "worker": Role("worker", 2, 64, replicas=3),
+            "pool-gpu": Role("pool", 1, 64, tag="gpu", autoscaler="keda", min_replicas=0,
+                             max_replicas=6, target=64),
+            "pool-reports": Role("pool", 1, 64, tag="reports", autoscaler="hpa", min_replicas=2,
                                  max_replicas=6),
         }
     ),
     "servicemonitor.yaml": Expect(
         roles={
-            "orchestrator": Role("orchestrator", 1, 4, replicas=2, drain=20, grace=30),
-            "worker": Role("worker", 2, 8, replicas=2, drain=20, grace=30),
+            "orchestrator": Role("orchestrator", 1, 64, replicas=2, drain=20, grace=30),
+            "worker": Role("worker", 2, 64, replicas=2, drain=20, grace=30),
         },
         port=9100,
     ),
     "tls.yaml": Expect(
         roles={
-            "orchestrator": Role("orchestrator", 1, 4, replicas=2),
-            "worker": Role("worker", 2, 8, replicas=2),
-            "pool-gpu": Role("pool", 1, 8, tag="gpu", replicas=1),
+            "orchestrator": Role("orchestrator", 1, 64, replicas=2),
+            "worker": Role("worker", 2, 64, replicas=2),
+            "pool-gpu": Role("pool", 1, 64, tag="gpu", replicas=1),
         },
         secret=("pg-app", "url"),
         migration_secret=("pg-owner", "owner-url"),

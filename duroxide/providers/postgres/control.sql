@@ -41,9 +41,9 @@ LISTEN {channel}
 -- (and means nothing after a crash): the listener's commits never wait for a WAL flush.
 SELECT pg_catalog.set_config('synchronous_commit', 'off', false)
 
--- name: notify
--- Sent through libpq directly, so its placeholders are $1 (channel) and $2 (payload).
-SELECT pg_catalog.pg_notify($1, $2)
+-- name: notify_many
+-- One batch of payloads on the channel: one round trip, one transaction.
+SELECT pg_catalog.pg_notify(%s, p) FROM unnest(%s::text[]) AS p
 
 -- name: keepalive
 SELECT 1

@@ -44,6 +44,7 @@ from psycopg import pq, sql
 
 from duroxide.observability.logging import get_logger
 from duroxide.providers.postgres.connection import control_queries
+from duroxide.providers.postgres.lean import LeanStatement
 from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
 from duroxide.work_items import ActivityKey
 
@@ -176,8 +177,7 @@ class PgListener:
         self._pid: int | None = None
         self._stop = threading.Event()
         self._listening = threading.Event()
-        self._notify_sql = control_queries()["notify"].encode()
-        self._channel_bytes = channel.encode()
+        self._notify = LeanStatement.of("notify_many", control_queries()["notify_many"])
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -336,9 +336,8 @@ class PgListener:
     # trip. So every notification stays in libpq until _receive reads it.
 
     def _send(self, conn: psycopg.Connection[Any], payloads: list[str]) -> None:
-        """Send ``payloads`` (usually one), each ``pg_notify`` its own tiny transaction."""
-        for payload in payloads:
-            _exec(conn, self._notify_sql, [self._channel_bytes, payload.encode()])
+        """Send ``payloads`` (usually one) in one statement, so one tiny transaction."""
+        _exec(conn, self._notify.text, self._notify.encode((self._channel, payloads)))
 
     def _receive(self, conn: psycopg.Connection[Any]) -> None:
         """Apply the notifications libpq has read (or reads now); our own are skipped."""
@@ -351,7 +350,7 @@ class PgListener:
 
 
 def _exec(
-    conn: psycopg.Connection[Any], statement: bytes, params: list[bytes] | None = None
+    conn: psycopg.Connection[Any], statement: bytes, params: list[bytes | None] | None = None
 ) -> None:
     """Run one statement on the listener's connection through libpq; a failure raises
     ``psycopg.OperationalError`` (the listener then reconnects)."""

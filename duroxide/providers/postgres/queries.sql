@@ -19,6 +19,9 @@ SELECT {schema}.duroxide_now_ms()
 -- Queue the message and make its instance claimable from its visible time: create the claim
 -- row, or advance an unlocked one (a locked or parked instance gets it at its next turn). A
 -- start takes its place in the claim order behind running instances (duroxide_start_bias_ms).
+-- The row's place is that of its earliest message: visible from the earliest visible time,
+-- ordered by the earliest visible time plus bias (each message's own: a start's bias does not
+-- hold back an event queued with it), so 0 <= start_bias <= the bias still holds.
 WITH message AS (
     INSERT INTO {schema}.orchestrator_queue (
         instance_id, kind, payload, visible_at, attempt_count, enqueued_at)
@@ -30,8 +33,12 @@ SELECT m.instance_id, m.visible_at,
        CASE WHEN m.kind = 'StartOrchestration' THEN {schema}.duroxide_start_bias_ms() ELSE 0 END
 FROM message AS m
 ON CONFLICT (instance_id) DO UPDATE SET
-    visible_at = excluded.visible_at, start_bias = least(r.start_bias, excluded.start_bias)
-WHERE r.lock_token IS NULL AND excluded.visible_at < r.visible_at
+    visible_at = least(r.visible_at, excluded.visible_at),
+    start_bias = least(r.visible_at + r.start_bias, excluded.visible_at + excluded.start_bias)
+                 - least(r.visible_at, excluded.visible_at)
+WHERE r.lock_token IS NULL
+  AND (excluded.visible_at < r.visible_at
+       OR excluded.visible_at + excluded.start_bias < r.visible_at + r.start_bias)
 
 -- name: fetch_orchestration_items
 SELECT * FROM {schema}.duroxide_fetch_orchestration_items(%s, %s, %s)

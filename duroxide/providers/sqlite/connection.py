@@ -94,11 +94,20 @@ class SqliteDatabase:
             if path != MEMORY:
                 self._conn.executescript(self.queries["file_pragmas"])
             if self._conn.execute(self.queries["needs_start_bias"]).fetchone():
-                self._conn.executescript(self.queries["add_start_bias"])
+                self._add_start_bias()
             self._conn.executescript(read_text(PACKAGE, "schema.sql"))
         except sqlite3.Error as exc:
             self._conn.close()
             raise translate("open", exc) from exc
+
+    def _add_start_bias(self) -> None:
+        """Upgrade a file created before the column. Another process opening the same file
+        may have added it since we looked: that is the upgrade done, not an error."""
+        try:
+            self._conn.executescript(self.queries["add_start_bias"])
+        except sqlite3.OperationalError as exc:
+            if "duplicate column name" not in str(exc):
+                raise
 
     def write(
         self,

@@ -91,9 +91,9 @@ RETURNING instance_id
 
 -- name: stamp_messages
 -- Hand every visible message of the locked instance to this lock (also those stamped by an
--- expired earlier lock) and count the attempt.
+-- expired earlier lock) and count the attempt. A claimed start is admitted: its bias is gone.
 UPDATE orchestrator_queue
-SET lock_token = :token, attempt_count = attempt_count + 1
+SET lock_token = :token, attempt_count = attempt_count + 1, start_bias = 0
 WHERE instance_id = :instance_id AND visible_at <= :now
 RETURNING visible_at, id, kind, payload, attempt_count
 

@@ -19,7 +19,7 @@ from psycopg import sql
 
 from duroxide import Client, PostgresProvider, Runtime, RuntimeOptions
 from tests.chaos.checker import check
-from tests.chaos.harness import wait_for
+from tests.chaos.harness import SETTLE_S, wait_for
 from tests.chaos.result import ScenarioResult
 from tests.chaos.sqlfile import statement
 from tests.pg import connect, drop_schema
@@ -51,7 +51,7 @@ def fast_options(**overrides: Any) -> RuntimeOptions:
 
 
 @contextmanager
-def tenant(url: str, schema: str, *, drop: bool = True, **pool: Any) -> Iterator[PostgresProvider]:
+def tenant(url: str, schema: str, **pool: Any) -> Iterator[PostgresProvider]:
     """A provider on a fresh ``schema``, closed (and the schema dropped) at the end."""
     drop_schema(url, schema)
     try:
@@ -61,8 +61,7 @@ def tenant(url: str, schema: str, *, drop: bool = True, **pool: Any) -> Iterator
         finally:
             provider.close()
     finally:
-        if drop:
-            drop_schema(url, schema)
+        drop_schema(url, schema)
 
 
 @contextmanager
@@ -96,16 +95,6 @@ class StoredState:
     duplicate_events: int
     unanswered: int
 
-    def lost(self, expected: dict[str, str]) -> int:
-        """Instances not in their expected final status, plus work a completed execution
-        scheduled and never got an answer for."""
-        missing = sum(1 for i, want in expected.items() if self.statuses.get(i) != want)
-        return missing + self.unanswered
-
-    def count(self, status: str, ids: Sequence[str] | None = None) -> int:
-        keys = self.statuses.keys() if ids is None else ids
-        return sum(1 for i in keys if self.statuses.get(i) == status)
-
 
 def stored_state(url: str, schema: str) -> StoredState:
     with connect(url) as conn:
@@ -122,9 +111,8 @@ def stored_state(url: str, schema: str) -> StoredState:
 
 
 def apply_checks(
-    result: ScenarioResult, url: str, expectations: Sequence[tuple[str, Mapping[str, Any] | None]],
-    *, settle_s: float = 10.0,
-) -> None:  # fmt: skip
+    result: ScenarioResult, url: str, expectations: Sequence[tuple[str, Mapping[str, Any] | None]]
+) -> None:
     """Run the independent checker (tests/chaos/checker.py) on each ``(schema, expected)`` and
     add up its counts on ``result``; also check that no completed execution left scheduled work
     unanswered (these scenarios have no races, whose losers would legitimately be). Duplicate
@@ -134,7 +122,7 @@ def apply_checks(
     history_ok = outputs_ok = True
     details: list[str] = []
     for schema, expected in expectations:
-        report = check(url, schema, expected, settle_s=settle_s)
+        report = check(url, schema, expected, settle_s=SETTLE_S)
         completed, failed = completed + report.completed, failed + report.failed
         lost, duplicates = lost + report.lost, duplicates + report.duplicate_events
         history_ok, outputs_ok = history_ok and report.ok, outputs_ok and report.wrong_outputs == 0
@@ -157,10 +145,3 @@ def events_per_instance(url: str, schema: str, kind: str) -> dict[str, int]:
     with connect(url) as conn:
         rows = conn.execute(query("count_kind", schema), (kind,)).fetchall()
     return {r[0]: int(r[1]) for r in rows}
-
-
-def p99(values: Sequence[float]) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]

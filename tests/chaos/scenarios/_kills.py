@@ -118,9 +118,11 @@ def run_kills(env: ChaosEnv, number: int, title: str, plan: KillPlan) -> Scenari
         started_lines = Counter(
             r["instance_id"] for r in cluster.events("orchestration.trace", message=STARTED_LINE)
         )
-        result.checks["replays silent"] = max(started_lines.values(), default=0) <= 1
+        result.checks["replays silent"] = bool(started_lines) and max(started_lines.values()) <= 1
         restarts = cluster.events("child.restarting")
-        result.checks["short restart backoff"] = all(r["backoff_s"] <= 0.5 for r in restarts)
+        result.checks["short restart backoff"] = bool(restarts) and all(
+            r["backoff_s"] <= 0.5 for r in restarts
+        )
         cluster.signal(signal.SIGTERM)
         result.checks["drained, exit 0"] = cluster.wait_exit(30) == 0
         result.detail = f"{kills} {plan.role} kills, {len(recovery)} in flight"

@@ -24,13 +24,10 @@ from tests.chaos.harness import (
 )
 from tests.chaos.result import ChaosEnv, ScenarioResult
 from tests.chaos.sqlfile import statement
+from tests.pg import with_application_name
 
 NUMBER = 6
 TITLE = "backends terminated in a loop"
-
-
-def with_application_name(url: str, name: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
 
 
 def run(env: ChaosEnv) -> ScenarioResult:

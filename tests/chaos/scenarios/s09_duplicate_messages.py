@@ -27,7 +27,6 @@ from duroxide import Client, Runtime
 from tests.chaos.result import ChaosEnv, ScenarioResult
 from tests.chaos.scenarios._common_b import (
     apply_checks,
-    connect,
     events_per_instance,
     fast_options,
     query,
@@ -36,6 +35,7 @@ from tests.chaos.scenarios._common_b import (
     wait_all,
     wait_until,
 )
+from tests.pg import connect
 
 NUMBER = 9
 TITLE = "duplicate messages injected"

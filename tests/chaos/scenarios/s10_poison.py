@@ -29,12 +29,11 @@ from typing import Any
 
 from duroxide import Client, Runtime
 from tests.chaos.checker import EXPECT_FAILED
+from tests.chaos.harness import p99
 from tests.chaos.result import ChaosEnv, ScenarioResult
 from tests.chaos.scenarios import _poison_child
 from tests.chaos.scenarios._common_b import (
     apply_checks,
-    connect,
-    p99,
     query,
     running,
     stored_state,
@@ -42,6 +41,7 @@ from tests.chaos.scenarios._common_b import (
     wait_all,
     wait_until,
 )
+from tests.pg import connect
 
 NUMBER = 10
 TITLE = "poison"
@@ -179,7 +179,7 @@ def run(env: ChaosEnv) -> ScenarioResult:
     # Work (healthy) runs only in this process, which nothing kills: a second run is a
     # duplicate effect at-least-once does not excuse.
     result.duplicate_effects = sum(n - 1 for n in work_runs.values())
-    result.recovery_p99_ms = (p99(list(finished_at.values())) or 0) * 1000 or None
+    result.recovery_p99_ms = None if (v := p99(list(finished_at.values()))) is None else v * 1000
     result.checks |= {
         "waiters ran before injection": waiting,
         "crashing turn ran exactly max_attempts": all(

@@ -24,13 +24,13 @@ from tests.chaos.checker import EXPECT_FAILED
 from tests.chaos.result import ChaosEnv, ScenarioResult
 from tests.chaos.scenarios._common_b import (
     apply_checks,
-    connect,
     fast_options,
     query,
     running,
     tenant,
     wait_all,
 )
+from tests.pg import connect
 
 NUMBER = 12
 TITLE = "payload limits"
@@ -94,7 +94,8 @@ def _register(runtime: Runtime, runs: Counter[str], lock: threading.Lock) -> Non
 
 
 def _refused(call: Callable[[], object]) -> str | None:
-    """The refusal message, or None when the call was accepted or failed otherwise."""
+    """The refusal message (a ``PayloadTooLargeError``), or None when the call was accepted;
+    any other exception propagates."""
     try:
         call()
     except PayloadTooLargeError as exc:

@@ -23,14 +23,13 @@ from duroxide import Client, PostgresProvider, Runtime, TagFilter
 from tests.chaos.result import ChaosEnv, ScenarioResult
 from tests.chaos.scenarios._common_b import (
     apply_checks,
-    connect,
-    drop_schema,
     fast_options,
     query,
     running,
     tenant,
     wait_all,
 )
+from tests.pg import connect, drop_schema
 
 NUMBER = 13
 TITLE = "hostile input"

@@ -22,8 +22,10 @@ from typing import Any
 from duroxide import Client
 from duroxide.providers.base import OrchestrationAck
 from duroxide.work_items import EventRaised
+from tests.chaos.harness import p99
 from tests.chaos.result import ChaosEnv, ScenarioResult
-from tests.chaos.scenarios._common_b import connect, p99, query, tenant
+from tests.chaos.scenarios._common_b import query, tenant
+from tests.pg import connect
 
 NUMBER = 15
 TITLE = "16 dispatchers contending"

@@ -21,13 +21,13 @@ from duroxide import Client, PostgresProvider, Runtime
 from tests.chaos.result import ChaosEnv, ScenarioResult
 from tests.chaos.scenarios._common_b import (
     apply_checks,
-    connect,
     fast_options,
     query,
     running,
     tenant,
     wait_all,
 )
+from tests.pg import connect
 
 NUMBER = 16
 TITLE = "fan-in: parents joining 20 children"

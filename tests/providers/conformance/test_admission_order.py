@@ -97,3 +97,25 @@ def test_starts_keep_their_arrival_order(provider: Store) -> None:
         start(provider, f"new-{n}")
 
     assert claim_order(provider, 5) == [f"new-{n}" for n in range(5)]
+
+
+def test_an_event_for_a_start_not_claimed_yet_is_not_held_back(provider: Store) -> None:
+    """The start waiting with it keeps its bias, but the event takes its own place."""
+    run_first_turn(provider, "running")
+    start(provider, "new")
+    raise_event(provider, "new")
+    raise_event(provider, "running")
+
+    assert claim_order(provider, 2) == ["new", "running"]
+
+
+def test_a_start_claimed_once_is_no_longer_held_back(provider: Store) -> None:
+    """The bias is for admission: a start that was claimed and abandoned (or whose lock
+    expired) is ordered by when it became claimable again."""
+    start(provider, "new")
+    claimed = fetch(provider)
+    run_first_turn(provider, "running")
+    provider.abandon_orchestration_item(claimed.lock_token, delay_ms=0)
+    raise_event(provider, "running")
+
+    assert claim_order(provider, 2) == ["new", "running"]

@@ -13,6 +13,7 @@ from .helpers import (
     LOCK_MS,
     Store,
     continue_as_new,
+    eventually,
     raise_event,
     run_first_turn,
     start,
@@ -27,11 +28,11 @@ STICKY_MS = 50
 def fetch_as(provider: Store, dispatcher_id: str | None) -> OrchestrationItem:
     """The next item for ``dispatcher_id``, waiting (with a deadline) out another dispatcher's
     sticky window."""
-    deadline = time.monotonic() + 5
-    while (item := provider.fetch_orchestration_item(LOCK_MS, dispatcher_id=dispatcher_id)) is None:
-        assert time.monotonic() < deadline, "expected an orchestration item"
-        time.sleep(0.005)
-    return item
+    return eventually(
+        lambda: provider.fetch_orchestration_item(LOCK_MS, dispatcher_id=dispatcher_id),
+        timeout=5,
+        what=f"an orchestration item for dispatcher {dispatcher_id}",
+    )
 
 
 def ack_event(provider: Store, item: OrchestrationItem, event_id: int) -> None:

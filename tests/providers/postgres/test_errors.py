@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pg
 import psycopg
 import psycopg.errors as pgerr
 import pytest
@@ -172,7 +173,7 @@ def _named_provider(pg_url: str, schema: str, prefix: str) -> tuple[str, Postgre
     """A one-connection provider whose sessions carry their own ``application_name`` (so a
     test can terminate exactly them), and that name."""
     name = f"{prefix}_{schema}"[:60]
-    url = f"{pg_url}{'&' if '?' in pg_url else '?'}application_name={name}"
+    url = pg.with_application_name(pg_url, name)
     return name, PostgresProvider.connect_with_schema(url, schema, max_size=1)
 
 

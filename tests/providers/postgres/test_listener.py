@@ -64,16 +64,39 @@ def activity(activity_id: int) -> ActivityWorkItem:
 
 
 def test_closing_twice_is_harmless_and_sends_what_was_pending(
-    open_provider: Callable[..., PostgresProvider],
+    open_provider: Callable[..., PostgresProvider], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # A 30 s send interval: after its first batch the sender holds every hint, so only the
+    # flush of close() can deliver the second one.
+    monkeypatch.setattr(listener_module, "MIN_SEND_INTERVAL_S", 30.0)
+    monkeypatch.setattr(listener_module, "MAX_SEND_INTERVAL_S", 30.0)
     sender, receiver = open_provider(), open_provider()
     since = receiver.wakeups.generation(ORCHESTRATOR)
-    sender.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+    sender.enqueue_orchestrator("first", StartOrchestration(name="O"))
+    assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
+    since = receiver.wakeups.generation(ORCHESTRATOR)
+    sender.enqueue_orchestrator("held", StartOrchestration(name="O"))
 
     sender.close()
     sender.close()
 
     assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
+
+
+def test_a_batch_split_over_several_payloads_arrives_whole(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    sender, receiver = open_provider(), open_provider()
+    received: list[ActivityKey] = []
+    receiver.wakeups.add_cancel_listener(received.extend)
+    keys = [ActivityKey(instance_id="i" * 300 + str(n), execution_id=1, activity_id=n)
+            for n in range(100)]  # fmt: skip
+    assert len(encode_payloads([], [], False, keys)) > 2  # more than one pg_notify
+
+    sender._listener.post(cancelled=keys)  # internal: what an ack cancelling them posts
+
+    wait_until(lambda: len(received) >= len(keys), "every cancelled key")
+    assert sorted(received, key=lambda k: k.activity_id) == keys
 
 
 def test_an_enqueue_wakes_the_other_provider(

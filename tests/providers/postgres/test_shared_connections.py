@@ -42,6 +42,12 @@ class OneConnection:
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         yield self._conn
 
+    def getconn(self) -> psycopg.Connection[Any]:
+        return self._conn
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        assert conn is self._conn
+
     def check(self) -> None:
         pass
 

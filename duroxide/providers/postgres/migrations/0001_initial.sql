@@ -277,22 +277,13 @@ DECLARE
 BEGIN
     -- Asynchronous commit (see above); never wait long for a lock (see below).
     PERFORM set_config('synchronous_commit', 'off', true), set_config('lock_timeout', '100', true);
-    -- Sticky turns: an instance whose last turn another dispatcher acked is left to that
-    -- dispatcher (which holds its history in memory) for the first 50 ms of being claimable;
-    -- after that, or when this caller names no dispatcher, anyone takes it (the owner may be
-    -- busy or gone). A turn that moves reloads the whole history.
     SELECT array_agg(c.instance_id) INTO v_ids
     FROM (SELECT r.instance_id
           FROM instance_queue AS r
           WHERE r.visible_at <= v_now
-            AND (p_dispatcher_id IS NULL
-                 OR r.visible_at <= v_now - 50
-                 OR NOT EXISTS (SELECT 1 FROM instances AS i
-                                WHERE i.instance_id = r.instance_id
-                                  AND i.last_dispatcher <> p_dispatcher_id))
           ORDER BY r.visible_at
           LIMIT p_max
-          FOR UPDATE OF r SKIP LOCKED) AS c;
+          FOR UPDATE SKIP LOCKED) AS c;
     IF v_ids IS NULL THEN
         RETURN;
     END IF;
