@@ -30,6 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cluster.signals import on_signals
 from duroxide import Client, Runtime, RuntimeOptions
 from duroxide.providers.postgres import PostgresProvider
 
@@ -41,7 +42,7 @@ READY = "pg_latency: ready"
 def serve(url: str, schema: str, poll_ms: int) -> int:
     """The child: run a runtime until SIGTERM or until stdin closes (the parent is gone)."""
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    on_signals([signal.SIGTERM], lambda _signum: stop.set())
 
     def watch_parent() -> None:
         sys.stdin.read()

@@ -3,8 +3,10 @@
 The supervisor starts :func:`child_main` in a fresh interpreter (``spawn``). The child
 
 * ignores SIGINT (a Ctrl-C reaches the whole process group; the supervisor coordinates);
-* on SIGTERM (its handler only sets an event) calls ``runtime.shutdown(drain_ms)``: stop
-  claiming, let in-flight work finish, release the locks of what is still running; then exits 0;
+* on SIGTERM (relayed by ``cluster.signals``, never handled under a lock) calls
+  ``runtime.shutdown(drain_ms)``: stop claiming, let in-flight work finish, release the locks
+  of what is still running; then exits 0;
+* writes every thread's stack to stderr on SIGUSR1 (``kill -USR1 <pid>``), even when wedged;
 * never outlives the supervisor: ``PR_SET_PDEATHSIG`` (Linux) turns the supervisor's death into
   a SIGTERM, and a watchdog thread polling ``os.getppid()`` covers every other platform and the
   race before ``prctl``. An orphan drains briefly (at most ``ORPHAN_DRAIN_MS``) and exits;
@@ -12,8 +14,9 @@ The supervisor starts :func:`child_main` in a fresh interpreter (``spawn``). The
 * exits 1 when it cannot start (the app does not import, the database is unreachable): the
   supervisor restarts it with backoff.
 
-A hard deadline (``os._exit``) bounds the shutdown itself, so a hung database or an activity
-that ignores cancellation can never keep the process alive.
+A hard deadline bounds the shutdown itself (``cluster.signals.exit_after``: a C watchdog that
+needs no lock and no GIL writes the stacks and exits 1), so a hung database, an activity that
+ignores cancellation or a wedged interpreter can never keep the process alive.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from cluster.config import ClusterConfig
 from cluster.roles import ChildSpec, node_id, runtime_options
+from cluster.signals import dump_stacks_on, exit_after, on_signals
 
 #: Longest drain of a child whose supervisor died.
 ORPHAN_DRAIN_MS = 2_000
@@ -55,7 +59,8 @@ def child_main(
     """The entry point of a child process (runs in the spawned interpreter)."""
     stop = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
+    on_signals([signal.SIGTERM], lambda _signum: stop.set())
+    dump_stacks_on(signal.SIGUSR1)
     _die_with_parent()
     orphaned = threading.Event()
     threading.Thread(target=_watch_parent, args=(supervisor_pid, stop, orphaned),
@@ -97,7 +102,7 @@ def _run(
             pass
         gone = _settles(supervisor_gone, SETTLE_S)
         budget = min(drain_ms, ORPHAN_DRAIN_MS) if gone else max(0, drain_ms - SETTLE_MS)
-        _exit_after(budget / 1000 + EXIT_GRACE_S)
+        exit_after(budget / 1000 + EXIT_GRACE_S)
         log.info("child.draining", drain_ms=budget,
                  reason="supervisor gone" if gone else "sigterm")  # fmt: skip
         runtime.shutdown(budget)
@@ -158,24 +163,12 @@ def _watch_parent(supervisor_pid: int, stop: threading.Event, orphaned: threadin
     """Stop when the supervisor is gone (re-parented), even if the death signal was missed."""
     while True:
         if os.getppid() != supervisor_pid:
+            # the deadline first: it holds even if starting up or stopping never ends
+            exit_after(ORPHAN_DRAIN_MS / 1000 + EXIT_GRACE_S)
             orphaned.set()
             stop.set()
-            _exit_after(ORPHAN_DRAIN_MS / 1000 + EXIT_GRACE_S)  # even if still starting up
             return
         time.sleep(WATCHDOG_EVERY_S)
-
-
-def _exit_after(seconds: float) -> None:
-    """End the process with code 1 if the shutdown is still running after ``seconds``."""
-
-    def expire() -> None:
-        sys.stderr.write(f"child {os.getpid()}: shutdown overran {seconds:.1f}s, exiting\n")
-        sys.stderr.flush()
-        os._exit(1)
-
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
-    timer.start()
 
 
 def _flush_traces() -> None:

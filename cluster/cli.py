@@ -7,6 +7,7 @@ taken) or was stopped by a second signal; 2 for invalid flags or an ``--app`` th
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -17,13 +18,8 @@ from cluster.config import ClusterConfig, parse_config
 from cluster.endpoints import Endpoints
 from cluster.metrics import ClusterCollector, render
 from cluster.roles import plan_children
-from cluster.supervisor import (
-    Supervisor,
-    child_drain_ms,
-    install_signal_handlers,
-    multiproc_dir,
-    redact_url,
-)
+from cluster.signals import dump_stacks_on, on_signals
+from cluster.supervisor import Supervisor, child_drain_ms, multiproc_dir, redact_url
 from duroxide.observability.logging import configure_logging, get_logger
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -70,7 +66,9 @@ def _serve(config: ClusterConfig, log: Any, metrics_dir: str) -> int:
             log.error("cluster.start_failed", reason="http", host=config.http_host,
                       port=config.http_port, error=str(exc))  # fmt: skip
             return EXIT_FAILED
-        install_signal_handlers(supervisor.request_stop)
+        # SIGTERM / SIGINT: the first drains, a second stops at once; SIGUSR1: thread stacks
+        on_signals((signal.SIGTERM, signal.SIGINT), lambda _signum: supervisor.request_stop())
+        dump_stacks_on(signal.SIGUSR1)
         endpoints.start()
         log.info("http.listening", host=config.http_host, port=endpoints.port)
         log.info(

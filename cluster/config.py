@@ -35,6 +35,7 @@ class ClusterConfig:
     worker_concurrency: int = 64
     worker_node_id: str = "node"
     max_sessions: int = 10
+    max_attempts: int = 10
     poll_interval_ms: int = 100
     orchestrator_lock_timeout_ms: int = 5_000
     worker_lock_timeout_ms: int = 30_000
@@ -185,6 +186,8 @@ _OPTIONS: tuple[_Option, ...] = (
             "ID"),
     _Option("--max-sessions", "DUROXIDE_MAX_SESSIONS", _count,
             "sessions per worker process (default 10; 0 disables sessions)"),
+    _Option("--max-attempts", "DUROXIDE_MAX_ATTEMPTS", _positive,
+            "fetches of one message before it is poison and fails its instance (default 10)"),
     _Option("--poll-interval-ms", "DUROXIDE_POLL_INTERVAL_MS", _positive,
             "dispatcher poll interval (default 100)", "MS"),
     _Option("--orchestrator-lock-timeout-ms", "DUROXIDE_ORCHESTRATOR_LOCK_TIMEOUT_MS", _positive,

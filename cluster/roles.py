@@ -63,6 +63,7 @@ def runtime_options(config: ClusterConfig, spec: ChildSpec) -> RuntimeOptions:
         "orchestrator_lock_timeout_ms": config.orchestrator_lock_timeout_ms,
         "worker_lock_timeout_ms": config.worker_lock_timeout_ms,
         "max_sessions_per_runtime": config.max_sessions,
+        "max_attempts": config.max_attempts,
         "worker_node_id": node_id(config, spec),
         "log_level": config.log_level,
         "log_format": config.log_format,

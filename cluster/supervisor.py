@@ -27,7 +27,6 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -92,8 +91,8 @@ class Supervisor:
     # --- called from other threads (signal handlers, HTTP) -------------------------------------
 
     def request_stop(self) -> None:
-        """First call: drain. Second call: stop at once. Safe in a signal handler (it only
-        sets events)."""
+        """First call: drain. Second call: stop at once. (Signals reach it through
+        ``cluster.signals``, never from inside a handler.)"""
         if self._stop.is_set():
             self._force.set()
         self._stop.set()
@@ -313,9 +312,3 @@ def multiproc_dir() -> Any:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def install_signal_handlers(on_signal: Callable[[], None]) -> None:
-    """SIGTERM and SIGINT call ``on_signal`` (which only sets events)."""
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda _sig, _frame: on_signal())

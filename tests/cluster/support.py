@@ -145,6 +145,23 @@ class ClusterProcess:
         """Live (non-zombie) processes of the supervisor's process group."""
         return live_processes_in_group(self.pgid)
 
+    def dump_stacks(self, pids: list[int], wait_s: float = 5.0) -> str:
+        """Ask those of ``pids`` that are our children for every thread's stack (SIGUSR1, see
+        ``cluster.signals``; written even by a wedged process) and return the log's tail."""
+        ours = [pid for pid in pids if pid in self.alive_children()]
+        for pid in ours:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + wait_s
+        while ours and time.monotonic() < deadline:
+            with self._lock:
+                dumped = sum(1 for r in self.records if str(r.get("line", "")).startswith(
+                    ("Current thread", "Thread 0x")))  # fmt: skip
+            if dumped >= len(ours):
+                break
+            time.sleep(0.05)
+        return self.tail(400)
+
     # --- stopping --------------------------------------------------------------------------------
 
     def signal(self, signum: int) -> None:

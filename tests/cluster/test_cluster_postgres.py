@@ -158,14 +158,20 @@ def test_a_crashed_child_is_restarted_and_a_killed_supervisor_leaves_no_orphans(
         members = cluster.group_processes()
         children = set(cluster.alive_children())
         assert children and children <= set(members)
+        # SIGUSR1 writes a child's thread stacks to the log (an operator's first look at a
+        # stuck process) and leaves it running
+        stacks = cluster.dump_stacks(sorted(children))
+        assert "Thread 0x" in stacks and "cluster/child.py" in stacks
+        assert set(cluster.alive_children()) == children <= set(cluster.group_processes())
         os.kill(cluster.proc.pid, signal.SIGKILL)
         try:
             cluster.wait_until(lambda: not cluster.group_processes(),
                                "every child to exit after the supervisor was killed", 20,
                                allow_exit=True)  # fmt: skip
         except AssertionError as exc:  # say which process stayed, and where it waits
-            stayed = describe_processes(cluster.group_processes())
-            raise AssertionError(f"{exc}\n{stayed}") from None
+            stayed = cluster.group_processes()
+            described = describe_processes(stayed)
+            raise AssertionError(f"{exc}\n{described}\n{cluster.dump_stacks(stayed)}") from None
         cluster.wait_until(lambda: len(cluster.events("child.stopped")) == len(children),
                            "the children's last log lines", 10, allow_exit=True)  # fmt: skip
         orphans = cluster.events("child.draining", reason="supervisor gone")

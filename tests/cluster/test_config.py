@@ -41,15 +41,16 @@ def test_every_flag() -> None:
         *BASE, "--schema", "tenant_a", "--orchestrators", "0", "--workers", "3",
         "--pool", "gpu=1", "--pool", "io=2", "--orchestration-concurrency", "16",
         "--worker-concurrency", "2", "--worker-node-id", "pod-7", "--max-sessions", "0",
-        "--poll-interval-ms", "25", "--orchestrator-lock-timeout-ms", "2000",
-        "--worker-lock-timeout-ms", "9000", "--http-host", "127.0.0.1", "--http-port", "0",
+        "--max-attempts", "50", "--poll-interval-ms", "25",
+        "--orchestrator-lock-timeout-ms", "2000", "--worker-lock-timeout-ms", "9000",
+        "--http-host", "127.0.0.1", "--http-port", "0",
         "--drain-timeout", "2.5", "--restart-delay", "0.5", "--restart-delay-max", "4",
         "--log-format", "console", "--log-level", "DEBUG",
     ])  # fmt: skip
     assert config == ClusterConfig(
         app="myapp:setup", database_url=PG, schema="tenant_a", orchestrators=0, workers=3,
         pools=(("gpu", 1), ("io", 2)), orchestration_concurrency=16, worker_concurrency=2,
-        worker_node_id="pod-7", max_sessions=0, poll_interval_ms=25,
+        worker_node_id="pod-7", max_sessions=0, max_attempts=50, poll_interval_ms=25,
         orchestrator_lock_timeout_ms=2000, worker_lock_timeout_ms=9000, http_host="127.0.0.1",
         http_port=0, drain_timeout_s=2.5, restart_delay_s=0.5, restart_delay_max_s=4.0,
         log_format="console", log_level="debug",
@@ -127,7 +128,7 @@ def test_help_names_every_variable(capsys: pytest.CaptureFixture[str]) -> None:
 def test_roles_become_runtime_options() -> None:
     config = parse([*BASE, "--orchestrators", "2", "--workers", "1", "--pool", "gpu=2",
                     "--worker-node-id", "pod-1", "--orchestration-concurrency", "6",
-                    "--worker-concurrency", "3"])  # fmt: skip
+                    "--worker-concurrency", "3", "--max-attempts", "40"])  # fmt: skip
     specs = plan_children(config)
     assert [s.name for s in specs] == ["orchestrator-0", "orchestrator-1", "worker-0",
                                        "pool-gpu-0", "pool-gpu-1"]  # fmt: skip
@@ -136,6 +137,7 @@ def test_roles_become_runtime_options() -> None:
     assert (worker.orchestration_concurrency, worker.worker_concurrency) == (0, 3)
     assert worker.worker_tag_filter == TagFilter.DEFAULT_ONLY
     assert pool.worker_tag_filter == TagFilter.tags(["gpu"])
+    assert {orch.max_attempts, worker.max_attempts, pool.max_attempts} == {40}
     assert [runtime_options(config, s).worker_node_id for s in specs] == [
         "pod-1-orchestrator-0", "pod-1-orchestrator-1", "pod-1-worker-0", "pod-1-pool-gpu-0",
         "pod-1-pool-gpu-1",

@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from cluster.signals import on_signals
 from duroxide import Runtime, RuntimeOptions
 from duroxide.providers.postgres import PostgresProvider
 
@@ -134,8 +135,7 @@ def main() -> int:
 
     threading.Thread(target=watchdog, daemon=True).start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    on_signals((signal.SIGTERM, signal.SIGINT), lambda _signum: stop.set())
 
     effects_table = None
     if args.effects_table:
