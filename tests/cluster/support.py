@@ -149,17 +149,19 @@ class ClusterProcess:
         """Ask those of ``pids`` that are our children for every thread's stack (SIGUSR1, see
         ``cluster.signals``; written even by a wedged process) and return the log's tail."""
         ours = [pid for pid in pids if pid in self.alive_children()]
+        with self._lock:
+            seen = len(self.records)  # only dumps written from now on count
         for pid in ours:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGUSR1)
-        deadline = time.monotonic() + wait_s
-        while ours and time.monotonic() < deadline:
+
+        def dumped() -> bool:  # one "Current thread" (the handler's) per dump
             with self._lock:
-                dumped = sum(1 for r in self.records if str(r.get("line", "")).startswith(
-                    ("Current thread", "Thread 0x")))  # fmt: skip
-            if dumped >= len(ours):
-                break
-            time.sleep(0.05)
+                lines = [str(r.get("line", "")) for r in self.records[seen:]]
+            return sum(line.startswith("Current thread") for line in lines) >= len(ours)
+
+        with suppress(AssertionError):  # what was written by then is the answer
+            self.wait_until(dumped, "the stack dumps", wait_s, allow_exit=True)
         return self.tail(400)
 
     # --- stopping --------------------------------------------------------------------------------
