@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,3 +118,17 @@ def temporary_schema(url: str, label: str = "") -> Iterator[str]:
         yield schema
     finally:
         drop_schema(url, schema)
+
+
+def listening(provider: Any, *queues: str, timeout_s: float = 5.0) -> None:
+    """Make ``provider`` (a ``PostgresProvider``) receive the other processes' hints for
+    ``queues`` and wait until its LISTENs are in place. A process listens only for the queues
+    it waits on; a test that checks wake-ups declares them first, so that the one wake-up the
+    LISTEN itself causes is not taken for the hint under test."""
+    for queue in queues:
+        provider.wakeups.watch(queue)
+    deadline = time.monotonic() + timeout_s
+    while not all(provider._listener.is_listening(queue) for queue in queues):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no LISTEN for {queues} within {timeout_s}s")
+        time.sleep(0.005)

@@ -10,6 +10,11 @@ the wait still ends the wait at once.
 Channels: ``orchestrator``, ``worker``, ``status`` (instance status / custom status / KV changed).
 Cancelled activities are published to listeners (the activity worker) so an in-process activity
 learns of its cancellation at once.
+
+The hub also knows which channels this process waits on: the first ``wait`` on a channel (or
+``watch``; a cancel listener watches ``worker``) calls the watcher a provider bound with
+``bind_watcher``. The PostgreSQL provider uses it to LISTEN only for the work this process
+takes: an orchestrator process is not woken by activity hints, nor a worker by status changes.
 """
 
 from __future__ import annotations
@@ -32,6 +37,29 @@ class WakeupHub:
         self._due: dict[str, list[float]] = {ORCHESTRATOR: [], WORKER: []}
         self._cancel_listeners: list[Callable[[list[Any]], None]] = []
         self._listener_lock = threading.Lock()
+        self._watched: set[str] = set()
+        self._watcher: Callable[[str], None] | None = None
+
+    def bind_watcher(self, watcher: Callable[[str], None]) -> None:
+        """Call ``watcher(channel)`` once per channel this process starts waiting on (at once
+        for the channels already watched)."""
+        with self._cond:
+            self._watcher = watcher
+            watched = list(self._watched)
+        for channel in watched:
+            watcher(channel)
+
+    def watch(self, channel: str) -> None:
+        """Declare that this process waits on ``channel`` (``wait`` does it by itself)."""
+        if channel in self._watched:
+            return
+        with self._cond:
+            if channel in self._watched:
+                return
+            self._watched.add(channel)
+            watcher = self._watcher
+        if watcher is not None:
+            watcher(channel)
 
     def generation(self, channel: str) -> int:
         return self._generation[channel]
@@ -56,6 +84,7 @@ class WakeupHub:
 
         Returns True when woken by a notification or due time, False on timeout.
         """
+        self.watch(channel)
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while True:
@@ -83,6 +112,7 @@ class WakeupHub:
     def add_cancel_listener(self, listener: Callable[[list[Any]], None]) -> None:
         with self._listener_lock:
             self._cancel_listeners.append(listener)
+        self.watch(WORKER)  # cancellations travel with the worker queue's hints
 
     def remove_cancel_listener(self, listener: Callable[[list[Any]], None]) -> None:
         with self._listener_lock:

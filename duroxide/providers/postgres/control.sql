@@ -42,8 +42,8 @@ LISTEN {channel}
 SELECT pg_catalog.set_config('synchronous_commit', 'off', false)
 
 -- name: notify_many
--- One batch of payloads on the channel: one round trip, one transaction.
-SELECT pg_catalog.pg_notify(%s, p) FROM unnest(%s::text[]) AS p
+-- One batch of payloads, each on its own channel: one round trip, one transaction.
+SELECT pg_catalog.pg_notify(c, p) FROM unnest(%s::text[], %s::text[]) AS t (c, p)
 
 -- name: keepalive
 SELECT 1

@@ -1,8 +1,18 @@
 """LISTEN/NOTIFY wake-ups between processes: a latency hint on top of polling.
 
-One daemon thread per provider owns a dedicated connection (not from the pool). It LISTENs on
-the schema's channel (``channel_name``) and turns every notification sent by *another* process
-into calls on the provider's ``WakeupHub``; it also sends this provider's own notifications.
+One daemon thread per provider owns a dedicated connection (not from the pool). It turns every
+notification sent by *another* process into calls on the provider's ``WakeupHub``; it also sends
+this provider's own notifications.
+
+Each queue has its own channel (``queue_channel``: the schema's ``channel_name`` and ``_o``,
+``_w`` or ``_s``), and a process LISTENs only on those of the queues it waits on — the hub tells
+(``WakeupHub.bind_watcher``): an orchestrator process hears of orchestrator work and timers, a
+worker of activities and cancellations, a client waiting for a result of status changes. Every
+notification wakes each listening backend and its process, so on a few cores the wake-ups of
+processes with nothing to do slowed down the one that had. The thread also LISTENs on the
+schema's channel itself, where versions before the split sent everything: during a rolling
+deploy the new processes still hear the old ones (the old ones do not hear the new ones and
+find their work by polling until they are replaced).
 
 Why the notifications are not sent inside the operations' transactions: a transaction that
 calls NOTIFY takes a cluster-wide lock at commit and holds it through its WAL flush, which
@@ -13,13 +23,15 @@ writes, committed without waiting for a WAL flush — at most one batch per send
 (adaptive, from ``MIN_SEND_INTERVAL_S`` when posts are rare to ``MAX_SEND_INTERVAL_S`` under
 load), at once when idle. So an operation stays one round trip and never waits for the notify.
 
-Payload: compact JSON ``{"o": [delays], "w": [delays], "s": 1, "c": [[instance, execution,
-activity], ...]}``. ``o``/``w``: work on the orchestrator/worker queue visible after each delay
-in milliseconds (0: now; a timer carries its delay, which the receiver registers as a due time
-on its hub) — every distinct due time of a batch, to the millisecond; ``s``: an instance
-status, custom status or KV changed; ``c``: cancelled activities (the receiver calls
-``publish_cancelled`` so a running activity learns at once). Payloads stay under PostgreSQL's
-8000-byte limit (long lists of delays or keys are split over several).
+Payload: compact JSON, ``{"o": [delays]}`` on the orchestrator channel, ``{"w": [delays], "c":
+[[instance, execution, activity], ...]}`` on the worker channel, ``{"s": 1}`` on the status
+channel (a payload on the schema's channel, from an older version, may hold all of them).
+``o``/``w``: work on the orchestrator/worker queue visible after each delay in milliseconds (0:
+now; a timer carries its delay, which the receiver registers as a due time on its hub) — every
+distinct due time of a batch, to the millisecond; ``s``: an instance status, custom status or
+KV changed; ``c``: cancelled activities (the receiver calls ``publish_cancelled`` so a running
+activity learns at once). Payloads stay under PostgreSQL's 8000-byte limit (long lists of
+delays or keys are split over several).
 
 The connection is checked every ``KEEPALIVE_S`` when idle; after it breaks (server restart,
 ``pg_terminate_backend``) the thread reconnects with exponential back-off and, since it may
@@ -81,33 +93,24 @@ def encode_payloads(
     worker: Sequence[int],
     status: bool,
     cancelled: Sequence[ActivityKey],
-) -> list[str]:
-    """The payloads announcing one batch, each at most ``MAX_PAYLOAD`` bytes: every distinct
-    delay of each queue (in order) and every cancelled key."""
-    base: dict[str, Any] = {}
-    if orchestrator:
-        base["o"] = sorted(set(orchestrator))
-    if worker:
-        base["w"] = sorted(set(worker))
+) -> list[tuple[str, str]]:
+    """The ``(queue, payload)`` pairs announcing one batch, each payload at most
+    ``MAX_PAYLOAD`` bytes: every distinct delay of the orchestrator queue on ``orchestrator``,
+    every distinct delay of the worker queue and every cancelled key on ``worker``, a status
+    change on ``status``."""
+    pairs = [(ORCHESTRATOR, p) for p in _chunks("o", [str(d) for d in sorted(set(orchestrator))])]
+    if worker or cancelled:
+        base: dict[str, Any] = {"w": sorted(set(worker))} if worker else {}
+        keys = [[k.instance_id, k.execution_id, k.activity_id] for k in cancelled]
+        whole = _dumps({**base, "c": keys} if keys else base)
+        if len(whole) <= MAX_PAYLOAD:
+            pairs.append((WORKER, whole))
+        else:
+            pairs += [(WORKER, p) for p in _chunks("w", [str(d) for d in base.get("w", ())])]
+            pairs += [(WORKER, p) for p in _chunks("c", [_dumps(key) for key in keys])]
     if status:
-        base["s"] = 1
-    if not base and not cancelled:
-        return []
-    keys = [[k.instance_id, k.execution_id, k.activity_id] for k in cancelled]
-    whole = _dumps({**base, "c": keys} if keys else base)
-    if len(whole) <= MAX_PAYLOAD:
-        return [whole]
-    payloads: list[str] = []
-    if len(_dumps(base)) <= MAX_PAYLOAD:
-        if base:
-            payloads.append(_dumps(base))
-    else:
-        if status:
-            payloads.append('{"s":1}')
-        for key in ("o", "w"):
-            payloads += _chunks(key, [str(d) for d in base.get(key, ())])
-    payloads += _chunks("c", [_dumps(key) for key in keys])
-    return payloads
+        pairs.append((STATUS, '{"s":1}'))
+    return pairs
 
 
 def _chunks(key: str, items: list[str]) -> list[str]:
@@ -163,7 +166,11 @@ class PgListener:
     ) -> None:
         self._url = url
         self._kwargs = connect_kwargs
-        self._channel = channel
+        self._channel = channel  # the schema's own: only processes of older versions send on it
+        self._channels = {queue: queue_channel(channel, queue)
+                          for queue in (ORCHESTRATOR, WORKER, STATUS)}  # fmt: skip
+        self._watching: set[str] = set()  # queues this process waits on (``watch``)
+        self._listened: set[str] = set()  # those LISTENed on the current connection
         self._hub = hub
         self._log = get_logger("provider.postgres", channel=channel)
         self._lock = threading.Lock()
@@ -222,6 +229,20 @@ class PgListener:
             self._signalled = True
         self._wake()
 
+    def watch(self, queue: str) -> None:
+        """Receive the hints of ``queue`` (``orchestrator``, ``worker`` or ``status``) from now
+        on. The LISTEN runs on the listener's thread; once it is in place the queue's waiters
+        are woken once, since a hint sent before it was missed."""
+        with self._lock:
+            if queue in self._watching:
+                return
+            self._watching.add(queue)
+        self._wake()
+
+    def is_listening(self, queue: str) -> bool:
+        """Whether the hints of ``queue`` reach this process now (its LISTEN is in place)."""
+        return queue in self._listened
+
     def close(self) -> None:
         """Send what is pending (best effort), stop the thread and close its connection. A
         second call does nothing."""
@@ -247,12 +268,11 @@ class PgListener:
         while not self._stop.is_set():
             try:
                 with psycopg.connect(self._url, **self._kwargs) as conn:
-                    listen = sql.SQL(control_queries()["listen"]).format(
-                        channel=sql.Identifier(self._channel)
-                    )
-                    _exec(conn, listen.as_bytes(conn))
+                    self._listened = set()
+                    _exec(conn, _listen(conn, self._channel))
                     _exec(conn, control_queries()["listener_session"].encode())
                     self._pid = conn.info.backend_pid
+                    self._listen_watched(conn)
                     self._receive(conn)
                     backoff = _BACKOFF_FIRST_S
                     if reconnecting:  # notifications may have been missed meanwhile
@@ -278,6 +298,8 @@ class PgListener:
         last_sent = 0.0
         last_io = time.monotonic()
         while True:
+            if len(self._listened) != len(self._watching):
+                self._listen_watched(conn)
             stopping = self._stop.is_set()
             now = time.monotonic()
             if self._signalled and (stopping or now - last_sent >= self._interval):
@@ -303,6 +325,17 @@ class PgListener:
             if self._wake_r in readable:
                 self._drain_pipe()
 
+    def _listen_watched(self, conn: psycopg.Connection[Any]) -> None:
+        """LISTEN on the channel of every queue watched since the last call."""
+        with self._lock:
+            new = self._watching - self._listened
+        if not new:
+            return
+        for queue in sorted(new):
+            _exec(conn, _listen(conn, self._channels[queue]))
+        self._listened |= new
+        self._hub.notify_many(new)  # a hint sent before the LISTEN took effect was missed
+
     def _drain_pipe(self) -> None:
         try:
             while os.read(self._wake_r, 512):
@@ -310,7 +343,7 @@ class PgListener:
         except BlockingIOError:
             pass
 
-    def _take_payloads(self) -> list[str]:
+    def _take_payloads(self) -> list[tuple[str, str]]:
         now = _now_ms()
         with self._lock:
             orchestrator, self._orchestrator = self._orchestrator, set()
@@ -335,9 +368,12 @@ class PgListener:
     # machinery (query conversion, parameter dumpers, its wait loop) cost more than the round
     # trip. So every notification stays in libpq until _receive reads it.
 
-    def _send(self, conn: psycopg.Connection[Any], payloads: list[str]) -> None:
-        """Send ``payloads`` (usually one) in one statement, so one tiny transaction."""
-        _exec(conn, self._notify.text, self._notify.encode((self._channel, payloads)))
+    def _send(self, conn: psycopg.Connection[Any], payloads: list[tuple[str, str]]) -> None:
+        """Send ``(queue, payload)`` pairs (usually one to three) in one statement, so one tiny
+        transaction, each on its queue's channel."""
+        channels = [self._channels[queue] for queue, _ in payloads]
+        params = (channels, [payload for _, payload in payloads])
+        _exec(conn, self._notify.text, self._notify.encode(params))
 
     def _receive(self, conn: psycopg.Connection[Any]) -> None:
         """Apply the notifications libpq has read (or reads now); our own are skipped."""
@@ -347,6 +383,17 @@ class PgListener:
         while (notify := pgconn.notifies()) is not None:
             if notify.be_pid != own:
                 apply_payload(self._hub, notify.extra.decode())
+
+
+def queue_channel(channel: str, queue: str) -> str:
+    """The channel of one queue's hints: the schema's channel (at most 58 bytes, see
+    ``channel_name``) and ``_o``, ``_w`` or ``_s``."""
+    return f"{channel}_{queue[0]}"
+
+
+def _listen(conn: psycopg.Connection[Any], channel: str) -> bytes:
+    query = sql.SQL(control_queries()["listen"]).format(channel=sql.Identifier(channel))
+    return query.as_bytes(conn)
 
 
 def _exec(

@@ -105,6 +105,7 @@ class PostgresProvider(PostgresWorkerMixin, PostgresAdminMixin):
         except BaseException:
             self._db.close()
             raise
+        self._wakeups.bind_watcher(self._listener.watch)
         self._listener.wait_listening(options_.connect_timeout_s)
 
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from conformance.helpers import schedule
+from pg import listening
 
 from duroxide.providers.postgres import PostgresProvider
 from duroxide.providers.wakeup import WORKER
@@ -22,7 +23,8 @@ def test_a_delayed_abandon_wakes_the_other_processes_not_its_own(
     open_provider: Callable[..., PostgresProvider],
 ) -> None:
     old, new = open_provider(), open_provider()
-    assert new._listener.wait_listening(10), "the listener never connected"  # before the post
+    listening(new, WORKER)  # both are activity workers: they wait on the worker queue
+    listening(old, WORKER)
     schedule(old, "w", [ActivityWorkItem(instance_id="w", execution_id=1, activity_id=2,
                                          name="New")])  # fmt: skip
     work = old.fetch_work_item(30_000, ANY_TAG)

@@ -12,11 +12,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from pg import listening
 
 from duroxide.history import ActivityScheduled, ExternalEvent, OrchestrationStarted, TimerCreated
 from duroxide.providers.base import InstanceUpdate, OrchestrationAck, OrchestrationItem
 from duroxide.providers.postgres import PostgresProvider
 from duroxide.providers.postgres import listener as listener_module
+from duroxide.providers.postgres.connection import channel_name
 from duroxide.providers.postgres.listener import MAX_PAYLOAD, apply_payload, encode_payloads
 from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
 from duroxide.work_items import (
@@ -71,6 +73,7 @@ def test_closing_twice_is_harmless_and_sends_what_was_pending(
     monkeypatch.setattr(listener_module, "MIN_SEND_INTERVAL_S", 30.0)
     monkeypatch.setattr(listener_module, "MAX_SEND_INTERVAL_S", 30.0)
     sender, receiver = open_provider(), open_provider()
+    listening(receiver, ORCHESTRATOR)
     since = receiver.wakeups.generation(ORCHESTRATOR)
     sender.enqueue_orchestrator("first", StartOrchestration(name="O"))
     assert receiver.wakeups.wait(ORCHESTRATOR, since, WAIT_S) is True
@@ -89,6 +92,7 @@ def test_a_batch_split_over_several_payloads_arrives_whole(
     sender, receiver = open_provider(), open_provider()
     received: list[ActivityKey] = []
     receiver.wakeups.add_cancel_listener(received.extend)
+    listening(receiver, WORKER)
     keys = [ActivityKey(instance_id="i" * 300 + str(n), execution_id=1, activity_id=n)
             for n in range(100)]  # fmt: skip
     assert len(encode_payloads([], [], False, keys)) > 2  # more than one pg_notify
@@ -103,6 +107,7 @@ def test_an_enqueue_wakes_the_other_provider(
     open_provider: Callable[..., PostgresProvider],
 ) -> None:
     sender, receiver = open_provider(), open_provider()
+    listening(receiver, ORCHESTRATOR)
     since = receiver.wakeups.generation(ORCHESTRATOR)
 
     sender.enqueue_orchestrator("inst", StartOrchestration(name="O"))
@@ -114,6 +119,8 @@ def test_a_provider_ignores_its_own_notifications(
     open_provider: Callable[..., PostgresProvider],
 ) -> None:
     provider, witness = open_provider(), open_provider()
+    listening(provider, ORCHESTRATOR)
+    listening(witness, ORCHESTRATOR)
     mine = provider.wakeups.generation(ORCHESTRATOR)
     theirs = witness.wakeups.generation(ORCHESTRATOR)
 
@@ -128,6 +135,7 @@ def test_worker_and_status_changes_wake_the_other_provider(
     open_provider: Callable[..., PostgresProvider],
 ) -> None:
     sender, receiver = open_provider(), open_provider()
+    listening(receiver, WORKER, STATUS)
     worker = receiver.wakeups.generation(WORKER)
     status = receiver.wakeups.generation(STATUS)
 
@@ -142,6 +150,7 @@ def test_a_timer_wakes_the_other_provider_when_it_comes_due(
     open_provider: Callable[..., PostgresProvider],
 ) -> None:
     sender, receiver = open_provider(), open_provider()
+    listening(receiver, ORCHESTRATOR)
     before = receiver.wakeups.generation(ORCHESTRATOR)
     sender.enqueue_orchestrator("inst", StartOrchestration(name="O", version="1.0.0"))
     wait_until(lambda: receiver.wakeups.generation(ORCHESTRATOR) != before, "the start's wake-up")
@@ -187,6 +196,7 @@ def test_a_cancelled_activity_is_published_to_the_other_provider(
         got.set()
 
     receiver.wakeups.add_cancel_listener(listener)
+    listening(receiver, WORKER)
     sender.enqueue_orchestrator("inst", EventRaised(name="e"))
     item = sender.fetch_orchestration_item(30_000)
     assert item is not None
@@ -208,6 +218,7 @@ def test_the_listener_reconnects_after_its_backend_is_killed(
     open_provider: Callable[..., PostgresProvider], admin_conn: psycopg.Connection[Any]
 ) -> None:
     sender, receiver = open_provider(), open_provider()
+    listening(receiver, ORCHESTRATOR)
     old_pid = receiver.listener_pid
     assert old_pid is not None
     since = {c: receiver.wakeups.generation(c) for c in (ORCHESTRATOR, WORKER, STATUS)}
@@ -233,17 +244,32 @@ def test_large_cancellation_batches_are_split_below_the_payload_limit() -> None:
 
     payloads = encode_payloads([0, 250, 0], [0], True, keys)
 
-    assert len(payloads) > 2
-    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
+    assert len(payloads) > 3
+    assert all(len(p.encode()) <= MAX_PAYLOAD for _, p in payloads)
     hub = WakeupHub()
     received: list[ActivityKey] = []
     hub.add_cancel_listener(received.extend)
-    for payload in payloads:
+    for _, payload in payloads:
         apply_payload(hub, payload)
     assert received == keys
     assert hub.generation(ORCHESTRATOR) == 1  # delays 0 (deduplicated) and 250 (a due time)
     assert (hub.generation(WORKER), hub.generation(STATUS)) == (1, 1)
-    assert json.loads(payloads[0]) == {"o": [0, 250], "w": [0], "s": 1}
+    assert payloads[0] == (ORCHESTRATOR, '{"o":[0,250]}')
+    assert payloads[1] == (WORKER, '{"w":[0]}')
+    assert {queue for queue, _ in payloads[2:-1]} == {WORKER}  # the keys, split
+    assert payloads[-1] == (STATUS, '{"s":1}')
+
+
+def test_each_queue_hint_goes_to_its_own_channel() -> None:
+    """Orchestrator work and timers, activities and cancellations, status changes: each on the
+    channel of the processes that wait for it."""
+    key = ActivityKey(instance_id="i", execution_id=1, activity_id=2)
+
+    assert encode_payloads([5, 0], [], False, []) == [(ORCHESTRATOR, '{"o":[0,5]}')]
+    assert encode_payloads([], [0], False, [key]) == [(WORKER, '{"w":[0],"c":[["i",1,2]]}')]
+    assert encode_payloads([], [], False, [key]) == [(WORKER, '{"c":[["i",1,2]]}')]
+    assert encode_payloads([], [], True, []) == [(STATUS, '{"s":1}')]
+    assert encode_payloads([], [], False, []) == []
 
 
 def test_malformed_payloads_are_ignored() -> None:
@@ -261,9 +287,9 @@ def test_every_distinct_due_time_of_a_batch_is_forwarded() -> None:
 
     payloads = encode_payloads(delays, list(range(1, 2001)), False, [])
 
-    assert all(len(p.encode()) <= MAX_PAYLOAD for p in payloads)
-    sent_o = sorted(d for p in payloads for d in json.loads(p).get("o", []))
-    sent_w = sorted(d for p in payloads for d in json.loads(p).get("w", []))
+    assert all(len(p.encode()) <= MAX_PAYLOAD for _, p in payloads)
+    sent_o = sorted(d for _, p in payloads for d in json.loads(p).get("o", []))
+    sent_w = sorted(d for _, p in payloads for d in json.loads(p).get("w", []))
     assert sent_o == sorted(set(delays))
     assert sent_w == list(range(1, 2001))
 
@@ -277,6 +303,7 @@ def test_hints_posted_while_disconnected_are_sent_after_the_reconnect(
     when it comes due: the hint waits for the reconnect instead of being dropped."""
     monkeypatch.setattr(listener_module, "_BACKOFF_FIRST_S", 1.0)  # a long enough outage
     sender, receiver = open_provider(), open_provider()
+    listening(receiver, ORCHESTRATOR)
     old_pid = sender.listener_pid
     assert old_pid is not None
     admin_conn.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
@@ -300,6 +327,7 @@ def test_a_busy_sender_batches_its_notifications_and_a_quiet_one_sends_at_once(
     sender, receiver = open_provider(), open_provider()
     listener = sender._listener
     hub = receiver.wakeups
+    listening(receiver, WORKER)
     before = hub.generation(WORKER)
     deadline = time.monotonic() + WAIT_S
     while listener._interval < listener_module.MAX_SEND_INTERVAL_S:  # a burst of posts
@@ -313,3 +341,65 @@ def test_a_busy_sender_batches_its_notifications_and_a_quiet_one_sends_at_once(
         listener.post(worker=[0])
         wait_until(lambda sent=sent: hub.generation(WORKER) > sent, "a lone notification")
     assert listener._interval == listener_module.MIN_SEND_INTERVAL_S
+
+
+def test_a_process_hears_only_the_queues_it_waits_on(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    """A worker process is not woken by orchestrator work nor by status changes (every
+    notification wakes each listening process, and on a few cores those wake-ups slowed the
+    process that had the work)."""
+    sender, worker, witness = open_provider(), open_provider(), open_provider()
+    listening(worker, WORKER)
+    listening(witness, ORCHESTRATOR, WORKER, STATUS)
+    before = {q: worker.wakeups.generation(q) for q in (ORCHESTRATOR, WORKER, STATUS)}
+    seen = {q: witness.wakeups.generation(q) for q in (ORCHESTRATOR, WORKER, STATUS)}
+
+    first_turn(sender, "inst", worker_items=[activity(2)],
+               events=[ActivityScheduled(event_id=2, timestamp_ms=0, name="A")])  # fmt: skip
+    sender.enqueue_orchestrator("other", StartOrchestration(name="O"))
+
+    wait_until(lambda: worker.wakeups.generation(WORKER) != before[WORKER], "the activity hint")
+    for queue in (ORCHESTRATOR, STATUS):  # sent, as the witness heard them
+        wait_until(lambda q=queue: witness.wakeups.generation(q) != seen[q], f"{queue} hint")
+    last = worker.wakeups.generation(WORKER)
+    sender._listener.post(worker=[0])  # delivered after everything sent before it
+    wait_until(lambda: worker.wakeups.generation(WORKER) != last, "the last activity hint")
+    assert worker.wakeups.generation(ORCHESTRATOR) == before[ORCHESTRATOR]
+    assert worker.wakeups.generation(STATUS) == before[STATUS]
+    assert not worker._listener.is_listening(ORCHESTRATOR)
+
+
+def test_waiting_on_a_queue_starts_listening_for_it(
+    open_provider: Callable[..., PostgresProvider],
+) -> None:
+    """The first wait on a queue LISTENs on its channel and then ends at once (a hint sent just
+    before the LISTEN took effect was missed, so the waiter must look again); later waits end
+    with the other process's hints."""
+    sender, receiver = open_provider(), open_provider()
+    hub = receiver.wakeups
+    assert not receiver._listener.is_listening(ORCHESTRATOR)
+
+    assert hub.wait(ORCHESTRATOR, hub.generation(ORCHESTRATOR), WAIT_S) is True
+    assert receiver._listener.is_listening(ORCHESTRATOR)
+
+    since = hub.generation(ORCHESTRATOR)
+    sender.enqueue_orchestrator("inst", StartOrchestration(name="O"))
+    assert hub.wait(ORCHESTRATOR, since, WAIT_S) is True
+
+
+def test_hints_of_a_version_before_the_split_channels_still_arrive(
+    open_provider: Callable[..., PostgresProvider], admin_conn: psycopg.Connection[Any]
+) -> None:
+    """During a rolling deploy, processes of an older version send every hint on the schema's
+    own channel: the new ones still hear them."""
+    receiver = open_provider()
+    hub = receiver.wakeups
+    listening(receiver, ORCHESTRATOR)  # the schema's channel is listened on from the start
+    before = {q: hub.generation(q) for q in (ORCHESTRATOR, WORKER, STATUS)}
+
+    admin_conn.execute("SELECT pg_notify(%s, %s)",
+                       (channel_name(receiver.schema), '{"o":[0],"w":[0],"s":1}'))  # fmt: skip
+
+    for queue in (ORCHESTRATOR, WORKER, STATUS):
+        wait_until(lambda q=queue: hub.generation(q) != before[q], f"the old {queue} hint")
