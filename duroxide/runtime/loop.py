@@ -149,8 +149,6 @@ class DispatchLoop(Generic[T]):
                     self._on_busy(self._busy, self._concurrency)
             for item in items:
                 self._items.put(item)
-            if len(items) < held:  # the queue had no more: fetch again once told of new work
-                self._hub.wait(self._channel, since, self._poll)
 
     def _release_slots(self, count: int) -> None:
         for _ in range(count):

@@ -298,8 +298,6 @@ class PgListener:
         last_sent = 0.0
         last_io = time.monotonic()
         while True:
-            if len(self._listened) != len(self._watching):
-                self._listen_watched(conn)
             stopping = self._stop.is_set()
             now = time.monotonic()
             if self._signalled and (stopping or now - last_sent >= self._interval):
@@ -311,6 +309,11 @@ class PgListener:
                     self._receive(conn)  # notifications that arrived during the query
             if stopping:
                 return
+            # After the send, which drained the wake-up pipe: a watch whose wake-up that
+            # drain swallowed is seen here.
+            if len(self._listened) != len(self._watching):
+                self._listen_watched(conn)
+                self._receive(conn)  # notifications read during the LISTEN round trips
             timeout = KEEPALIVE_S
             if self._signalled:
                 timeout = max(0.0, last_sent + self._interval - time.monotonic())
@@ -333,8 +336,8 @@ class PgListener:
             return
         for queue in sorted(new):
             _exec(conn, _listen(conn, self._channels[queue]))
-        self._listened |= new
         self._hub.notify_many(new)  # a hint sent before the LISTEN took effect was missed
+        self._listened |= new  # after the wake-up: is_listening() means both happened
 
     def _drain_pipe(self) -> None:
         try:

@@ -41,14 +41,7 @@ WHERE r.lock_token IS NULL
        OR excluded.visible_at + excluded.start_bias < r.visible_at + r.start_bias)
 
 -- name: fetch_orchestration_items
--- A claim commits without waiting for its WAL flush (synchronous_commit off, for this
--- transaction only): it is visible to every session at once, and what it guards is durable
--- before anyone relies on it, since the ack that ends the claim waits for its own flush and
--- the WAL is flushed in order. A server crash in between loses the claim with the turn, which
--- only makes the instance claimable again (as an expired lock does). Saves one WAL flush wait
--- per claim (a third of a lone request's commits).
-SELECT f.* FROM pg_catalog.set_config('synchronous_commit', 'off', true) AS s,
-                {schema}.duroxide_fetch_orchestration_items(%s, %s, %s) AS f
+SELECT * FROM {schema}.duroxide_fetch_orchestration_items(%s, %s, %s)
 
 -- name: read_history
 SELECT kind, event_id, timestamp_ms, source_event_id, data
@@ -113,10 +106,7 @@ WHERE r.instance_id = {schema}.duroxide_token_instance(%(token)s)
 -- ============================================================================================
 
 -- name: fetch_work_items
--- Commits without waiting for its WAL flush, as fetch_orchestration_items (a claim lost in a
--- server crash runs the activity again, as an expired lock does: at-least-once).
-SELECT f.* FROM pg_catalog.set_config('synchronous_commit', 'off', true) AS s,
-                {schema}.duroxide_fetch_work_items(%s, %s, %s, %s, %s, %s, %s, %s) AS f
+SELECT * FROM {schema}.duroxide_fetch_work_items(%s, %s, %s, %s, %s, %s, %s, %s)
 
 -- name: ack_work_items
 SELECT * FROM {schema}.duroxide_ack_work_items(%s::jsonb)

@@ -1,6 +1,7 @@
-"""Which commits wait for their WAL flush: a claim does not (losing one in a server crash only
-frees its work early), and that never leaks into the session, so every ack, start and event on
-the same pooled connection is durable when it returns."""
+"""Which commits wait for their WAL flush: a claim does not (the claim functions turn
+``synchronous_commit`` off for their own transaction; losing a claim in a server crash only frees
+its work early), and that never leaks into the session, so every ack, start and event sent later
+on the same pooled connection is durable when it returns."""
 
 from __future__ import annotations
 
@@ -47,14 +48,3 @@ def test_a_claim_never_leaves_the_connection_committing_without_a_flush(
         TagFilter.DEFAULT_ONLY))  # fmt: skip
     assert len(work) == 1
     assert _session_setting(provider) == "on"
-
-
-def test_a_claimed_item_is_visible_as_claimed_to_every_other_session(
-    open_provider: Any,
-) -> None:
-    """Committed without a flush, a claim still holds: no other process can take the item."""
-    first, second = open_provider(), open_provider()
-    first.enqueue_orchestrator("inst", StartOrchestration(name="O", version="1.0.0"))
-
-    assert first.fetch_orchestration_item(30_000) is not None
-    assert second.fetch_orchestration_item(30_000) is None

@@ -230,6 +230,8 @@ def test_the_listener_reconnects_after_its_backend_is_killed(
         "a new listener connection",
     )
     assert new_pid != old_pid
+    assert receiver._listener.wait_listening(WAIT_S)  # its LISTENs and wake-ups are done
+    assert receiver._listener.is_listening(ORCHESTRATOR)  # the queue's LISTEN is back
     # Notifications may have been missed meanwhile: every channel was woken once.
     for channel, generation in since.items():
         assert receiver.wakeups.generation(channel) != generation
