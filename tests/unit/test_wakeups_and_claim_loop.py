@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from duroxide.observability.logging import get_logger
 from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
 from duroxide.runtime.loop import DispatchLoop
 
 WAIT_S = 5.0
-
-
-def wait_until(check: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {WAIT_S}s: {what}")
-        time.sleep(0.002)
 
 
 def test_the_watcher_hears_of_each_waited_queue_once_including_those_before_it_was_bound() -> None:
@@ -50,12 +41,12 @@ class _Claims:
     """A queue the loop fetches from, returning at most ``cap`` items per fetch (as a provider
     whose batches are capped, or one that dropped a claim it could not take)."""
 
-    def __init__(self, hub: WakeupHub, items: int, cap: int) -> None:
-        self.hub = hub
+    def __init__(self, items: int, cap: int) -> None:
         self.visible = list(range(items))
         self.cap = cap
         self.processed: list[int] = []
         self.lock = threading.Lock()
+        self.all_processed = threading.Event()
 
     def fetch(self, max_items: int) -> list[int]:
         with self.lock:
@@ -63,17 +54,24 @@ class _Claims:
             taken, self.visible = self.visible[:count], self.visible[count:]
         return taken
 
+    def process(self, item: int) -> None:
+        with self.lock:
+            self.processed.append(item)
+            if not self.visible and len(self.processed) == 10:
+                self.all_processed.set()
+
 
 def _drain(claims: _Claims) -> None:
     loop = DispatchLoop(
-        name="test", hub=claims.hub, channel=ORCHESTRATOR, concurrency=4,
+        name="test", hub=WakeupHub(), channel=ORCHESTRATOR, concurrency=4,
         poll_interval_s=30.0,  # a wait for the poll would outlast the test
-        fetch=claims.fetch, process=claims.processed.append, log=get_logger("test"),
+        fetch=claims.fetch, process=claims.process, log=get_logger("test"),
         discard=lambda item: None,
     )  # fmt: skip
     loop.start()
     try:
-        wait_until(lambda: sorted(claims.processed) == list(range(10)), "all ten items")
+        assert claims.all_processed.wait(WAIT_S), f"processed only {claims.processed}"
+        assert sorted(claims.processed) == list(range(10))
     finally:
         loop.stop_claiming(time.monotonic() + WAIT_S)
         loop.close()
@@ -82,11 +80,11 @@ def _drain(claims: _Claims) -> None:
 def test_a_full_fetch_is_followed_by_another_at_once() -> None:
     """When a fetch filled every free slot there may be more: the loop fetches again as soon as
     slots free up, without waiting for a notification."""
-    _drain(_Claims(WakeupHub(), items=10, cap=10))
+    _drain(_Claims(items=10, cap=10))
 
 
 def test_a_short_fetch_is_followed_by_another_at_once() -> None:
     """Fewer items than asked for does not mean the queue is empty (a provider may cap its
     batches; PostgreSQL drops claims it could not take, such as a session owned elsewhere): only
     an empty fetch makes the loop wait for a notification."""
-    _drain(_Claims(WakeupHub(), items=10, cap=1))
+    _drain(_Claims(items=10, cap=1))
