@@ -20,6 +20,12 @@ Semantics every implementation guarantees (checked by ``tests/providers``):
   start enqueued by a client counts as ``START_BIAS_MS`` younger: the timers, completions and
   events of instances already running go first, so a burst of new starts cannot hold them back,
   and a start waits at most ``START_BIAS_MS`` behind them. It orders; it never delays a claim.
+* **Full batches.** ``fetch_orchestration_items`` and ``fetch_work_items`` return fewer items
+  than asked for only when no more is claimable by this caller at that moment (work it may not
+  take, such as a session owned elsewhere or an instance left to the dispatcher that has it
+  cached, does not count). The claim loop relies on it: after a short batch it waits for a
+  notification instead of asking again at once, so a provider that capped its batches would
+  leave work waiting for the poll interval.
 * **Times** come from the provider's clock (the database's, for a server) in milliseconds.
 * **Poison.** Attempt counts are stored; the runtime fails work whose count exceeds its limit.
 """
@@ -215,7 +221,8 @@ class Provider(Protocol):
     def fetch_orchestration_items(
         self, lock_timeout_ms: int, max_items: int, *, dispatcher_id: str | None = None
     ) -> list[OrchestrationItem]:
-        """Lock up to ``max_items`` distinct instances at once (one round trip)."""
+        """Lock up to ``max_items`` distinct instances at once (one round trip); fewer only when
+        no more is claimable (see "Full batches")."""
         ...
 
     def ack_orchestration_items(
@@ -247,7 +254,8 @@ class Provider(Protocol):
         tag_filter: TagFilterSpec,
         session: SessionConfig | None = None,
     ) -> list[WorkItem]:
-        """Peek-lock up to ``max_items`` activities at once (one round trip)."""
+        """Peek-lock up to ``max_items`` activities at once (one round trip); fewer only when no
+        more is claimable (see "Full batches")."""
         ...
 
     def ack_work_items(

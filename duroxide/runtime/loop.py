@@ -1,10 +1,13 @@
 """The claim loop both dispatchers share.
 
 One fetcher thread claims work only while slots are free — as many items per round trip as
-there are free slots — and hands each item to a pool of slot threads. When the queue is empty
-it waits on the provider's wake-up hub (a notification, a timer coming due, or the poll
-interval — polling stays the source of truth). Threads are daemons: an activity that ignores
-cancellation can never keep the interpreter alive.
+there are free slots — and hands each item to a pool of slot threads. A fetch that filled every
+free slot is followed by the next as soon as a slot frees up. One that came back short (or
+empty) found everything claimable (the provider contract's "full batches"), so the next waits
+on the provider's wake-up hub: a notification, a timer coming due, or the poll interval
+(polling stays the source of truth). The wait counts from before the fetch, so work notified
+while it ran is fetched at once. Threads are daemons: an activity that ignores cancellation can
+never keep the interpreter alive.
 """
 
 from __future__ import annotations
@@ -149,6 +152,8 @@ class DispatchLoop(Generic[T]):
                     self._on_busy(self._busy, self._concurrency)
             for item in items:
                 self._items.put(item)
+            if len(items) < held:  # nothing more was claimable: fetch again when told of work
+                self._hub.wait(self._channel, since, self._poll)
 
     def _release_slots(self, count: int) -> None:
         for _ in range(count):

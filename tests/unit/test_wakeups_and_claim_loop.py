@@ -1,10 +1,13 @@
 """The wake-up hub tells a provider which queues this process waits on (so it listens only for
-those); the claim loop keeps fetching while there is work, without waiting for a notification."""
+those); the claim loop keeps fetching while its batches come back full, and after a short one
+waits for a notification (a provider returns fewer items only when no more is claimable)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from duroxide.observability.logging import get_logger
 from duroxide.providers.wakeup import ORCHESTRATOR, STATUS, WORKER, WakeupHub
@@ -37,41 +40,51 @@ def test_a_cancel_listener_watches_the_worker_queue() -> None:
     assert seen == [WORKER]
 
 
-class _Claims:
-    """A queue the loop fetches from, returning at most ``cap`` items per fetch (as a provider
-    whose batches are capped, or one that dropped a claim it could not take)."""
+class _Queue:
+    """A queue the loop fetches from: items become visible when the test adds them."""
 
-    def __init__(self, items: int, cap: int) -> None:
-        self.visible = list(range(items))
-        self.cap = cap
+    def __init__(self) -> None:
+        self.visible: list[int] = []
         self.processed: list[int] = []
-        self.lock = threading.Lock()
-        self.all_processed = threading.Event()
+        self.fetches = 0
+        self.during_first_fetch: list[int] = []  # made visible while the first fetch runs
+        self.cond = threading.Condition()
+        self.hub = WakeupHub()
+
+    def add(self, *items: int) -> None:
+        with self.cond:
+            self.visible.extend(items)
 
     def fetch(self, max_items: int) -> list[int]:
-        with self.lock:
-            count = min(max_items, self.cap)
-            taken, self.visible = self.visible[:count], self.visible[count:]
+        with self.cond:
+            self.fetches += 1
+            taken, self.visible = self.visible[:max_items], self.visible[max_items:]
+            if self.fetches == 1 and self.during_first_fetch:
+                self.visible.extend(self.during_first_fetch)  # a commit elsewhere, and its
+                self.hub.notify(ORCHESTRATOR)  # notification, before the fetch returns
         return taken
 
     def process(self, item: int) -> None:
-        with self.lock:
+        with self.cond:
             self.processed.append(item)
-            if not self.visible and len(self.processed) == 10:
-                self.all_processed.set()
+            self.cond.notify_all()
+
+    def wait_processed(self, count: int) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.processed) >= count, WAIT_S)
 
 
-def _drain(claims: _Claims) -> None:
+@contextmanager
+def _running(queue: _Queue, concurrency: int) -> Iterator[DispatchLoop[int]]:
     loop = DispatchLoop(
-        name="test", hub=WakeupHub(), channel=ORCHESTRATOR, concurrency=4,
+        name="test", hub=queue.hub, channel=ORCHESTRATOR, concurrency=concurrency,
         poll_interval_s=30.0,  # a wait for the poll would outlast the test
-        fetch=claims.fetch, process=claims.process, log=get_logger("test"),
+        fetch=queue.fetch, process=queue.process, log=get_logger("test"),
         discard=lambda item: None,
     )  # fmt: skip
     loop.start()
     try:
-        assert claims.all_processed.wait(WAIT_S), f"processed only {claims.processed}"
-        assert sorted(claims.processed) == list(range(10))
+        yield loop
     finally:
         loop.stop_claiming(time.monotonic() + WAIT_S)
         loop.close()
@@ -80,11 +93,32 @@ def _drain(claims: _Claims) -> None:
 def test_a_full_fetch_is_followed_by_another_at_once() -> None:
     """When a fetch filled every free slot there may be more: the loop fetches again as soon as
     slots free up, without waiting for a notification."""
-    _drain(_Claims(items=10, cap=10))
+    queue = _Queue()
+    queue.add(*range(10))
+    with _running(queue, concurrency=4):
+        assert queue.wait_processed(10), f"processed only {queue.processed}"
+    assert sorted(queue.processed) == list(range(10))
 
 
-def test_a_short_fetch_is_followed_by_another_at_once() -> None:
-    """Fewer items than asked for does not mean the queue is empty (a provider may cap its
-    batches; PostgreSQL drops claims it could not take, such as a session owned elsewhere): only
-    an empty fetch makes the loop wait for a notification."""
-    _drain(_Claims(items=10, cap=1))
+def test_after_a_short_fetch_the_loop_waits_for_a_notification() -> None:
+    """Fewer items than free slots means nothing more was claimable: the next fetch waits for a
+    notification (here the poll interval would outlast the test), and is the only one."""
+    queue = _Queue()
+    queue.add(0, 1, 2)
+    with _running(queue, concurrency=50):  # every fetch asks for more than 3 items
+        assert queue.wait_processed(3)
+        queue.add(3)
+        queue.hub.notify(ORCHESTRATOR)
+        assert queue.wait_processed(4), f"processed only {queue.processed}"
+        assert queue.fetches == 2  # no fetch between the short one and the notification
+
+
+def test_work_notified_during_a_short_fetch_is_fetched_at_once() -> None:
+    """The wait after a short fetch counts from before the fetch: a notification that arrived
+    while it ran ends the wait at once."""
+    queue = _Queue()
+    queue.add(0, 1)
+    queue.during_first_fetch = [2]
+    with _running(queue, concurrency=50):
+        assert queue.wait_processed(3), f"processed only {queue.processed}"
+    assert sorted(queue.processed) == [0, 1, 2]

@@ -104,6 +104,28 @@ def test_owner_at_max_sessions_claims_no_other_session(provider: Store) -> None:
     assert names_of(drain_work(provider, session=owner("B"))) == ["s2#1"]
 
 
+def test_refused_sessions_leave_their_places_in_a_batch_to_other_activities(
+    provider: Store,
+) -> None:
+    """A batch comes back short only when nothing more is claimable (the claim loop then waits
+    for a notification): activities of sessions the owner may not take do not use up places."""
+    schedule(
+        provider,
+        "inst",
+        [
+            activity("inst", 2, name="s1#1", session_id="s1"),
+            activity("inst", 3, name="s2#1", session_id="s2"),
+            activity("inst", 4, name="s3#1", session_id="s3"),
+            activity("inst", 5, name="plain1"),
+            activity("inst", 6, name="plain2"),
+        ],
+    )
+
+    batch = provider.fetch_work_items(LOCK_MS, 3, DEFAULT_ONLY, owner("A", max_sessions=1))
+
+    assert sorted(names_of(batch)) == ["plain1", "plain2", "s1#1"]
+
+
 def test_slots_sharing_an_owner_id_share_its_sessions(provider: Store) -> None:
     schedule(provider, "inst", session_items("inst", "s1", 2))
     slot_1 = owner("node-1")
