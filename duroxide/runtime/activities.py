@@ -58,6 +58,9 @@ from duroxide.work_items import (
 RENEW_EVERY_S = 1.0
 #: How often expired, idle sessions are cleaned up, in seconds.
 SESSION_CLEANUP_EVERY_S = 30.0
+#: An ack that fails with a retryable error is tried this many times in all (back-off 50 ms,
+#: 100 ms, 200 ms, 400 ms between tries).
+ACK_ATTEMPTS = 5
 
 
 @dataclass(slots=True)
@@ -190,12 +193,23 @@ class ActivityWorker:
             self._renew_every_s, lambda: self._lock_lost(running), "activity",
         )  # fmt: skip
 
-    def _execute(self, running: _Running) -> None:
+    def _execute(self, running: _Running) -> bool:
+        """Run the activity; True when its ack was handed to the group commit, which then
+        finishes the item (``_acked``)."""
+        deferred = False
+        try:
+            deferred = self._run(running)
+        finally:
+            if not deferred:
+                self._forget(running)
+        return deferred
+
+    def _run(self, running: _Running) -> bool:
         work = running.work
         item = work.item
         with self._lock:
             if work.lock_token not in self._inflight:
-                return  # released at shutdown before it started: another worker will run it
+                return False  # released at shutdown before it started: another worker runs it
         log = self._log.bind(instance_id=item.instance_id, execution_id=item.execution_id,
                              orchestration_name=item.orchestration_name,
                              orchestration_version=item.orchestration_version,
@@ -211,7 +225,7 @@ class ActivityWorker:
                 self._instruments.poison("activity")
                 self._instruments.activity(item.name, item.tag, "poison", 0.0)
                 self._finish(running, self._failed(item, ErrorDetails.poison(message)), log)
-                return
+                return False
             fn = self._registry.activity(item.name)
             if fn is None or work.decode_error is not None:
                 delay = backoff_ms(work.attempt_count)
@@ -221,16 +235,20 @@ class ActivityWorker:
                 else:
                     log.warning("activity.unregistered", retry_in_ms=delay)
                 self._abandon(running, delay)
-                return
+                return False
             completion = self._invoke(fn, running, log)
             if self._faults and self._faults.hit("activity_exit_before_ack"):
                 self._faults.crash()
-            self._finish(running, completion, log)
         except ProviderError as exc:
             self._metrics.add("provider_errors")
             log.warning("activity.provider_error", error=str(exc))
-        finally:
-            self._forget(running)
+            return False
+        outbound = OutboundMessage(instance_id=item.instance_id, message=completion)
+        self._commits.submit_then(
+            (work.lock_token, outbound),  # group commit with other slots
+            lambda error: self._acked(running, outbound, log, error),
+        )
+        return True
 
     def _invoke(self, fn: Any, running: _Running, log: Any) -> Message:
         item = running.work.item
@@ -292,26 +310,70 @@ class ActivityWorker:
         return ActivityFailedMsg(execution_id=item.execution_id, activity_id=item.activity_id,
                                  error=error)  # fmt: skip
 
+    def _acked(
+        self, running: _Running, outbound: OutboundMessage, log: Any, error: ProviderError | None
+    ) -> None:
+        """The first ack's outcome, in the thread that led the commit; finishes the item, or
+        hands a retry to a thread of its own (its back-off must not hold up the commits)."""
+        retry = False
+        try:
+            retry = not self._settled(running, log, error, 0)
+            if retry:
+                retrying = threading.Thread(target=self._retry, args=(running, outbound, log),
+                                            name="duroxide-ack-retry", daemon=True)  # fmt: skip
+                retrying.start()
+        except BaseException:  # as the slot thread would: log it, the dispatcher goes on
+            retry = False
+            self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
+        finally:
+            if not retry:
+                self._forget(running)
+                self.loop.finished()
+
+    def _retry(self, running: _Running, outbound: OutboundMessage, log: Any) -> None:
+        try:
+            self._finish_outbound(running, outbound, log, first_attempt=1)
+        except BaseException:
+            self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
+        finally:
+            self._forget(running)
+            self.loop.finished()
+
     def _finish(self, running: _Running, completion: Message, log: Any) -> None:
         outbound = OutboundMessage(instance_id=running.work.item.instance_id, message=completion)
-        for attempt in range(5):
+        self._finish_outbound(running, outbound, log)
+
+    def _finish_outbound(
+        self, running: _Running, outbound: OutboundMessage, log: Any, first_attempt: int = 0
+    ) -> None:
+        for attempt in range(first_attempt, ACK_ATTEMPTS):
+            if attempt:
+                self._stopping.wait(0.05 * 2 ** (attempt - 1))
             error = self._commits.submit((running.work.lock_token, outbound))  # group commit
-            if error is None:
+            if self._settled(running, log, error, attempt):
                 return
-            if isinstance(error, LockLostError):
-                if running.cancel.is_set():
-                    self._metrics.add("activity_cancelled")
-                    log.info("activity.result_discarded", reason="cancelled")
-                else:
-                    self._metrics.add("activity_lock_lost")
-                    log.warning("activity.result_discarded", reason="lock lost")
-                return
-            self._metrics.add("provider_errors")
-            if not error.retryable or attempt == 4:
-                log.warning("activity.ack_failed", error=str(error))
-                self._abandon(running, 0, ignore_attempt=error.retryable)
-                return
-            self._stopping.wait(0.05 * 2**attempt)
+
+    def _settled(
+        self, running: _Running, log: Any, error: ProviderError | None, attempt: int
+    ) -> bool:
+        """Whether the ack attempt ``attempt`` settled the activity (committed, refused, or
+        failed for good); False: try again."""
+        if error is None:
+            return True
+        if isinstance(error, LockLostError):
+            if running.cancel.is_set():
+                self._metrics.add("activity_cancelled")
+                log.info("activity.result_discarded", reason="cancelled")
+            else:
+                self._metrics.add("activity_lock_lost")
+                log.warning("activity.result_discarded", reason="lock lost")
+            return True
+        self._metrics.add("provider_errors")
+        if not error.retryable or attempt == ACK_ATTEMPTS - 1:
+            log.warning("activity.ack_failed", error=str(error))
+            self._abandon(running, 0, ignore_attempt=error.retryable)
+            return True
+        return False
 
     def _forget(self, running: _Running) -> None:
         self._leases.release(running.work.lock_token)

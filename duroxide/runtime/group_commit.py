@@ -1,11 +1,15 @@
 """Group commit: acks from many slot threads written in one transaction.
 
-A slot thread ``submit``s its ack and blocks until it is committed. The first thread to submit
-while nothing is being committed becomes the leader: it takes every pending ack, commits them in
-one batch (one round trip, one transaction, one fsync), hands out the per-ack outcomes and, if
-more acks arrived meanwhile, promotes the oldest waiting thread to lead the next batch. Alone, a
-thread commits its own ack at once (no extra thread, no added latency); under load, batches grow
-by themselves. Each ack stays all-or-nothing on its own (the provider isolates them).
+A slot thread hands its ack over with ``submit_then(ack, then)`` and goes back to work at once;
+``then(outcome)`` runs when the ack is committed. The first thread to submit while nothing is
+being committed becomes the leader: it takes every pending ack, commits them in one batch (one
+round trip, one transaction, one fsync), runs each ack's ``then`` with its own outcome and, while
+more acks arrived meanwhile, commits those too. Alone, a thread commits its own ack at once (no
+extra thread, no added latency); under load, batches grow by themselves, and no thread waits for
+a commit: waking every waiting thread after each batch cost about 25 µs of CPU per ack in GIL
+hand-offs, more than encoding it. ``submit`` is the blocking form, for callers that must know
+the outcome before they go on. Each ack stays all-or-nothing on its own (the provider isolates
+them).
 """
 
 from __future__ import annotations
@@ -15,22 +19,28 @@ from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 from duroxide.errors import ProviderError, describe_exception
+from duroxide.observability.logging import get_logger
 
 A = TypeVar("A")
 
+Then = Callable[[ProviderError | None], None]
 
-class _Entry(Generic[A]):
-    __slots__ = ("ack", "done", "result", "wake")
+_log = get_logger("group_commit")
 
-    def __init__(self, ack: A) -> None:
-        self.ack = ack
-        self.done = False
+
+class _Outcome:
+    """What a blocking ``submit`` waits on: released once, when its ack is committed."""
+
+    __slots__ = ("ready", "result")
+
+    def __init__(self) -> None:
         self.result: ProviderError | None = None
-        # Released once: when the entry is committed, or when its thread must lead the next
-        # batch. One lock per waiting thread, so a commit wakes exactly the threads it concerns
-        # (a shared condition would wake every waiter on every batch).
-        self.wake = threading.Lock()
-        self.wake.acquire()
+        self.ready = threading.Lock()
+        self.ready.acquire()
+
+    def set(self, result: ProviderError | None) -> None:
+        self.result = result
+        self.ready.release()
 
 
 class GroupCommit(Generic[A]):
@@ -44,46 +54,56 @@ class GroupCommit(Generic[A]):
         self._commit_many = commit_many
         self._max_batch = max_batch
         self._lock = threading.Lock()
-        self._pending: list[_Entry[A]] = []
+        self._pending: list[tuple[A, Then]] = []
         self._busy = False
         self.batches = 0
         self.committed = 0
 
     def submit(self, ack: A) -> ProviderError | None:
-        """Commit ``ack`` (with whatever else is pending); its own outcome: None or the error
-        that rolled it back."""
-        entry: _Entry[A] = _Entry(ack)
-        with self._lock:
-            self._pending.append(entry)
-            lead = not self._busy
-            self._busy = True
-        if not lead:
-            entry.wake.acquire()  # committed by another leader, or promoted to lead
-            if entry.done:
-                return entry.result
-        # This thread leads: its entry is the oldest pending one, so it is in this batch.
-        with self._lock:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-        results = self._commit(batch)
-        for done, result in zip(batch, results, strict=True):
-            done.result, done.done = result, True
-        with self._lock:
-            self.batches += 1
-            self.committed += len(batch)
-            successor = self._pending[0] if self._pending else None
-            if successor is None:
-                self._busy = False
-        for done in batch:
-            if done is not entry:
-                done.wake.release()
-        if successor is not None:
-            successor.wake.release()  # not done: it leads the next batch
-        return entry.result
+        """Commit ``ack`` (with whatever else is pending) and wait: its own outcome, None or the
+        error that rolled it back."""
+        outcome = _Outcome()
+        self.submit_then(ack, outcome.set)
+        outcome.ready.acquire()  # at once when this thread led the batch
+        return outcome.result
 
-    def _commit(self, batch: list[_Entry[A]]) -> list[ProviderError | None]:
+    def submit_then(self, ack: A, then: Then) -> None:
+        """Queue ``ack``; ``then(outcome)`` runs once it is committed, in this thread when it
+        leads the commit (before this returns), else in the leader's. ``then`` must not block
+        for long (it holds up the acks behind it) and must not ``submit`` here: it would wait
+        for itself."""
+        with self._lock:
+            self._pending.append((ack, then))
+            if self._busy:
+                return
+            self._busy = True
+        done = False
         try:
-            results = self._commit_many([e.ack for e in batch])
+            while True:
+                with self._lock:
+                    batch = self._pending[: self._max_batch]
+                    del self._pending[: self._max_batch]
+                    if not batch:
+                        self._busy = False
+                        done = True
+                        return
+                results = self._commit([a for a, _ in batch])
+                with self._lock:
+                    self.batches += 1
+                    self.committed += len(batch)
+                for (_, then_), result in zip(batch, results, strict=True):
+                    try:
+                        then_(result)
+                    except BaseException:  # one caller's bug must not strand the others
+                        _log.exception("group_commit.then_failed", operation=self._operation)
+        finally:
+            if not done:  # interrupted (BaseException): the next submitter leads
+                with self._lock:
+                    self._busy = False
+
+    def _commit(self, batch: list[A]) -> list[ProviderError | None]:
+        try:
+            results = self._commit_many(batch)
         except ProviderError as exc:
             return [exc] * len(batch)
         except Exception as exc:  # a bug must not strand the waiting threads

@@ -8,6 +8,11 @@ on the provider's wake-up hub: a notification, a timer coming due, or the poll i
 (polling stays the source of truth). The wait counts from before the fetch, so work notified
 while it ran is fetched at once. Threads are daemons: an activity that ignores cancellation can
 never keep the interpreter alive.
+
+An item holds its slot until it is finished. ``process(item)`` returns None when it finished
+the item; it returns True when it handed the rest over (an ack committed later by another
+thread, see group_commit.py), and then whoever finishes the item calls ``finished()`` exactly
+once. The slot thread is free for the next item meanwhile.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class DispatchLoop(Generic[T]):
         concurrency: int,
         poll_interval_s: float,
         fetch: Callable[[int], list[T]],
-        process: Callable[[T], None],
+        process: Callable[[T], bool | None],
         log: Any,
         discard: Callable[[T], None],
         on_provider_error: Callable[[], None] | None = None,
@@ -164,14 +169,19 @@ class DispatchLoop(Generic[T]):
             item = self._items.get()
             if item is _STOP:
                 return
+            deferred = False
             try:
-                self._process(item)
+                deferred = bool(self._process(item))
             except BaseException:  # a slot thread must never die
                 self._log.exception("dispatcher.process_crashed", dispatcher=self.name)
-            finally:
-                with self._idle:
-                    self._busy -= 1
-                    if self._on_busy is not None:
-                        self._on_busy(self._busy, self._concurrency)
-                    self._idle.notify_all()
-                self._slots.release()
+            if not deferred:
+                self.finished()
+
+    def finished(self) -> None:
+        """One item is finished: its slot is free (see the module docstring)."""
+        with self._idle:
+            self._busy -= 1
+            if self._on_busy is not None:
+                self._on_busy(self._busy, self._concurrency)
+            self._idle.notify_all()
+        self._slots.release()

@@ -132,19 +132,24 @@ class OrchestrationDispatcher:
         with self._inflight_lock:
             self._inflight.pop(item.lock_token, None)
 
-    def _process(self, item: OrchestrationItem) -> None:
+    def _process(self, item: OrchestrationItem) -> bool:
+        """Run the item's turn; True when its ack was handed to the group commit, which then
+        finishes the item (``_committed``)."""
+        deferred = False
         try:
-            self._run(item)
+            deferred = self._run(item)
         finally:
-            self._forget(item)
+            if not deferred:
+                self._forget(item)
+        return deferred
 
-    def _run(self, item: OrchestrationItem) -> None:
+    def _run(self, item: OrchestrationItem) -> bool:
         started_ns = time.time_ns()
         log = self._log.bind(instance_id=item.instance_id, execution_id=item.execution_id)
         if item.instance is not None and item.instance.status != "Running":
             # a late timer, event or duplicate for a finished instance: consume it, read nothing
             self._ack(item, OrchestrationAck(instance=None), 0, log)
-            return
+            return False
         attempts = max((m.attempt_count for m in item.messages), default=0)
         fail_with: ErrorDetails | None = None
         undecodable = [m.decode_error for m in item.messages if m.message is None]
@@ -160,17 +165,17 @@ class OrchestrationDispatcher:
             self._instruments.poison("orchestration")
             if item.history_error is not None:
                 self._ack(item, _unreadable_failure(item, fail_with), attempts, log)
-                return
+                return False
         elif undecodable:
             log.warning("orchestration.undecodable", attempts=attempts, error=undecodable[0])
             self._abandon(item, backoff_ms(attempts))
-            return
+            return False
         result, live = self._turn(item, fail_with)
         status = result.status
         if status is TurnStatus.ENGINE_ERROR:
             log.error("orchestration.engine_error", error=result.internal_error)
             self._abandon(item, backoff_ms(attempts))
-            return
+            return False
         if status is TurnStatus.UNREGISTERED:
             assert result.missing_handler is not None
             name, version = result.missing_handler
@@ -178,37 +183,70 @@ class OrchestrationDispatcher:
             log.warning("orchestration.unregistered", orchestration_name=name,
                         orchestration_version=version, retry_in_ms=delay)  # fmt: skip
             self._abandon(item, delay)
-            return
+            return False
         if self._faults and self._faults.hit("turn_delay_past_lock"):
             self._leases.release(item.lock_token)  # stop renewing, then outlive the lock
             time.sleep(self._options.orchestrator_lock_timeout_ms / 1000 * 1.5)
-        acked = self._ack(item, _build_ack(result), attempts, log)
-        if acked and self._faults:
-            if self._faults.hit("turn_exit_after_ack"):
-                self._faults.crash()
-            if self._faults.hit("turn_raise_after_ack"):
-                raise InjectedFault(f"after the ack of {item.instance_id}")
-        if result.status is not TurnStatus.DROPPED:
-            tracing.record_span(
-                "orchestration.turn", result.trace_context, started_ns, time.time_ns(),
-                {"duroxide.instance_id": item.instance_id,
-                 "duroxide.execution_id": item.execution_id,
-                 "duroxide.orchestration_name": result.orchestration_name,
-                 "duroxide.orchestration_version": result.orchestration_version,
-                 "duroxide.outcome": result.status.value},
-                error=None if acked else "turn not committed",
-            )  # fmt: skip
-        if not acked:
-            return
-        if live is not None:
-            self.cache.put(item.instance_id, live)
-        self._instruments.turn(result.orchestration_name, (time.time_ns() - started_ns) / 1e9)
-        self._after_ack(item, result, log)
+        ack = _build_ack(result)
+        self._leases.release(item.lock_token)
+        self._commits.submit_then(
+            (item.lock_token, ack),  # group commit with other slots
+            lambda error: self._committed(item, result, live, attempts, started_ns, log, error),
+        )
+        return True
+
+    def _committed(
+        self,
+        item: OrchestrationItem,
+        result: TurnResult,
+        live: Turn | None,
+        attempts: int,
+        started_ns: int,
+        log: Any,
+        error: ProviderError | None,
+    ) -> None:
+        """The rest of a turn once its ack is committed (or refused), in the thread that led the
+        commit; finishes the item."""
+        try:
+            acked = self._ack_outcome(item, error, attempts, log)
+            if acked and self._faults:
+                if self._faults.hit("turn_exit_after_ack"):
+                    self._faults.crash()
+                if self._faults.hit("turn_raise_after_ack"):
+                    raise InjectedFault(f"after the ack of {item.instance_id}")
+            if result.status is not TurnStatus.DROPPED:
+                tracing.record_span(
+                    "orchestration.turn", result.trace_context, started_ns, time.time_ns(),
+                    {"duroxide.instance_id": item.instance_id,
+                     "duroxide.execution_id": item.execution_id,
+                     "duroxide.orchestration_name": result.orchestration_name,
+                     "duroxide.orchestration_version": result.orchestration_version,
+                     "duroxide.outcome": result.status.value},
+                    error=None if acked else "turn not committed",
+                )  # fmt: skip
+            if not acked:
+                return
+            if live is not None:
+                self.cache.put(item.instance_id, live)
+            self._instruments.turn(result.orchestration_name, (time.time_ns() - started_ns) / 1e9)
+            self._after_ack(item, result, log)
+        except BaseException:  # as the slot thread would: log it, the dispatcher goes on
+            self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
+        finally:
+            self._forget(item)
+            self.loop.finished()
 
     def _ack(self, item: OrchestrationItem, ack: OrchestrationAck, attempts: int, log: Any) -> bool:
-        """Commit the turn; on failure release the item at once (never wait for lock expiry)."""
+        """Commit the turn and wait; see ``_ack_outcome``."""
         self._leases.release(item.lock_token)
         error = self._commits.submit((item.lock_token, ack))  # group commit with other slots
+        return self._ack_outcome(item, error, attempts, log)
+
+    def _ack_outcome(
+        self, item: OrchestrationItem, error: ProviderError | None, attempts: int, log: Any
+    ) -> bool:
+        """Whether the turn committed; on failure release the item at once (never wait for
+        lock expiry)."""
         if error is None:
             return True
         if isinstance(error, LockLostError):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from duroxide import ActivityFailedError, Client, Runtime, RuntimeOptions, SqliteProvider
+from duroxide.errors import ProviderError
 
 from .support import eventually
 
@@ -78,6 +79,50 @@ def test_a_slot_survives_an_exception_whose_str_raises_system_exit(make_runtime,
         result = client.wait_for_orchestration(f"nasty-{i}", 5_000)
         assert result.status == "Completed"
         assert "Nasty" in result.output
+
+
+class _AckFailures:
+    """The runtime's provider, except that the first ``fail`` batch acks of activities fail with
+    ``error`` (nothing of them is written)."""
+
+    def __init__(self, inner: Any, error: ProviderError, fail: int) -> None:
+        self._inner = inner
+        self._error = error
+        self.left = fail
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def ack_work_items(self, acks: Any) -> list[ProviderError | None]:
+        if self.left > 0:
+            self.left -= 1
+            return [self._error] * len(acks)
+        return self._inner.ack_work_items(acks)
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_an_activity_ack_that_fails_is_retried_or_the_activity_runs_again(
+    provider: Any, client: Client, retryable: bool
+) -> None:
+    """A retryable storage error on an activity's ack is retried (the result is kept, the
+    activity ran once); any other error abandons the activity, which runs again."""
+    flaky = _AckFailures(provider, ProviderError("ack_work_item", "injected",
+                                                 retryable=retryable), fail=2)  # fmt: skip
+    runs: list[int] = []
+    runtime = Runtime(flaky, RuntimeOptions(dispatcher_poll_interval_ms=50))
+    runtime.register_activity("A", lambda ctx, x: runs.append(x) or x)
+    runtime.register_orchestration("O", lambda ctx, x: (yield ctx.schedule_activity("A", x)))
+    runtime.start()
+    try:
+        client.start_orchestration("flaky-ack", "O", 5)
+        result = client.wait_for_orchestration("flaky-ack", 10_000)
+    finally:
+        runtime.shutdown(1_000)
+
+    assert (result.status, result.output) == ("Completed", 5)
+    assert flaky.left == 0
+    assert runs == ([5] if retryable else [5, 5, 5])
+    assert runtime.metrics_snapshot().provider_errors >= 2
 
 
 def _file_runtime(path: Path, **options: Any) -> tuple[SqliteProvider, Runtime, Client]:

@@ -103,3 +103,47 @@ def test_many_threads_each_get_their_own_outcome_exactly_once() -> None:
     assert wrong == []
     assert sorted(seen) == sorted(t * 1000 + n for t in range(16) for n in range(200))
     assert commits.committed == 3200
+
+
+def test_a_submitter_behind_a_commit_goes_on_and_the_leader_runs_its_then() -> None:
+    """``submit_then`` never waits for a commit another thread leads: the leader commits the
+    ack with the next batch and runs its ``then`` with its own outcome."""
+    store = SlowStore()
+    commits = GroupCommit[int]("ack", store.commit)
+    leader = threading.Thread(target=commits.submit, args=(1,), name="leader")
+    leader.start()
+    while not store.batches:  # the leader is inside its commit
+        threading.Event().wait(0.001)
+    seen: list[tuple[str, ProviderError | None]] = []
+
+    def then(outcome: ProviderError | None) -> None:
+        seen.append((threading.current_thread().name, outcome))
+
+    commits.submit_then(7, then)
+    commits.submit_then(8, then)
+
+    assert seen == []  # returned at once: both wait for the leader's next batch
+    store.release.set()
+    leader.join(5)
+    assert store.batches == [[1], [7, 8]]
+    assert [name for name, _ in seen] == ["leader", "leader"]
+    assert isinstance(seen[0][1], LockLostError) and seen[1][1] is None
+
+
+def test_a_failing_then_does_not_strand_the_acks_behind_it() -> None:
+    store = SlowStore()
+    store.release.set()
+    commits = GroupCommit[int]("ack", store.commit)
+    outcomes: list[int] = []
+
+    def explode(_: ProviderError | None) -> None:
+        raise RuntimeError("bug in a caller")
+
+    commits._busy = True  # as if a commit were running: both acks go into one batch
+    commits.submit_then(1, explode)
+    commits.submit_then(2, lambda _: outcomes.append(2))
+    commits._busy = False
+
+    assert commits.submit(3) is None  # leads: commits 1, 2 and 3 in one batch
+    assert outcomes == [2]
+    assert store.batches == [[1, 2, 3]]

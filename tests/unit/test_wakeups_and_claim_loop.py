@@ -122,3 +122,37 @@ def test_work_notified_during_a_short_fetch_is_fetched_at_once() -> None:
     with _running(queue, concurrency=50):
         assert queue.wait_processed(3), f"processed only {queue.processed}"
     assert sorted(queue.processed) == [0, 1, 2]
+
+
+def test_a_deferred_item_holds_its_slot_until_it_is_finished() -> None:
+    """An item whose processing returned True (its ack handed to a group commit) still counts
+    as in flight: the loop claims nothing in its place, and a shutdown waits for it, until
+    ``finished()`` is called."""
+    queue = _Queue()
+    queue.add(0, 1)
+    deferred = threading.Event()
+
+    def process(item: int) -> bool | None:
+        queue.process(item)
+        if item == 0:
+            deferred.set()
+            return True
+        return None
+
+    loop = DispatchLoop(
+        name="test", hub=queue.hub, channel=ORCHESTRATOR, concurrency=1, poll_interval_s=30.0,
+        fetch=queue.fetch, process=process, log=get_logger("test"), discard=lambda item: None,
+    )  # fmt: skip
+    loop.start()
+    try:
+        assert deferred.wait(WAIT_S)
+        assert not loop.wait_idle(time.monotonic() + 0.3)
+        assert queue.processed == [0]
+
+        loop.finished()
+
+        assert queue.wait_processed(2)
+        assert loop.wait_idle(time.monotonic() + WAIT_S)
+    finally:
+        loop.stop_claiming(time.monotonic() + WAIT_S)
+        loop.close()
