@@ -23,9 +23,9 @@ Semantics every implementation guarantees (checked by ``tests/providers``):
 * **Full batches.** ``fetch_orchestration_items`` and ``fetch_work_items`` return fewer items
   than asked for only when no more is claimable by this caller at that moment (work it may not
   take, such as a session owned elsewhere or an instance left to the dispatcher that has it
-  cached, does not count). The claim loop relies on it: after a short batch it waits for a
-  notification instead of asking again at once, so a provider that capped its batches would
-  leave work waiting for the poll interval.
+  cached, does not count; nor does work a concurrent fetch holds). The claim loop relies on
+  it: after a short batch it waits for a notification instead of asking again at once, so a
+  provider that capped its batches would leave work waiting for the poll interval.
 * **Times** come from the provider's clock (the database's, for a server) in milliseconds.
 * **Poison.** Attempt counts are stored; the runtime fails work whose count exceeds its limit.
 """

@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,6 +245,9 @@ class ActivityWorker:
             log.warning("activity.provider_error", error=str(exc))
             return False
         outbound = OutboundMessage(instance_id=item.instance_id, message=completion)
+        # no renewal from here on: one landing after the commit would find the row gone and
+        # report the lock lost (the retry path holds the lease again)
+        self._leases.release(work.lock_token)
         self._commits.submit_then(
             (work.lock_token, outbound),  # group commit with other slots
             lambda error: self._acked(running, outbound, log, error),
@@ -312,31 +316,35 @@ class ActivityWorker:
 
     def _acked(
         self, running: _Running, outbound: OutboundMessage, log: Any, error: ProviderError | None
-    ) -> None:
-        """The first ack's outcome, in the thread that led the commit; finishes the item, or
-        hands a retry to a thread of its own (its back-off must not hold up the commits)."""
-        retry = False
+    ) -> Callable[[], None] | None:
+        """The ack's outcome, in the committing thread; returns what finishes the item. Storage
+        trouble goes to a thread of its own (retries back off, an abandon blocks)."""
+        if error is not None and not isinstance(error, LockLostError):
+            threading.Thread(target=self._retry, args=(running, outbound, log, error),
+                             name="duroxide-ack-retry", daemon=True).start()  # fmt: skip
+            return None
         try:
-            retry = not self._settled(running, log, error, 0)
-            if retry:
-                retrying = threading.Thread(target=self._retry, args=(running, outbound, log),
-                                            name="duroxide-ack-retry", daemon=True)  # fmt: skip
-                retrying.start()
+            self._settled(running, log, error, 0)
         except BaseException:  # as the slot thread would: log it, the dispatcher goes on
-            retry = False
             self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
-        finally:
-            if not retry:
-                self._forget(running)
-                self.loop.finished()
+        return lambda: self._finish_item(running)
 
-    def _retry(self, running: _Running, outbound: OutboundMessage, log: Any) -> None:
+    def _retry(
+        self, running: _Running, outbound: OutboundMessage, log: Any, error: ProviderError
+    ) -> None:
         try:
-            self._finish_outbound(running, outbound, log, first_attempt=1)
+            if not self._settled(running, log, error, 0):
+                self._hold_lease(running, self._options.worker_lock_timeout_ms)
+                self._finish_outbound(running, outbound, log, first_attempt=1)
         except BaseException:
             self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
         finally:
+            self._finish_item(running)
+
+    def _finish_item(self, running: _Running) -> None:
+        try:
             self._forget(running)
+        finally:
             self.loop.finished()
 
     def _finish(self, running: _Running, completion: Message, log: Any) -> None:

@@ -2,18 +2,24 @@
 
 A slot thread hands its ack over with ``submit_then(ack, then)`` and goes back to work at once;
 ``then(outcome)`` runs when the ack is committed. The first thread to submit while nothing is
-being committed becomes the leader: it takes every pending ack, commits them in one batch (one
-round trip, one transaction, one fsync), runs each ack's ``then`` with its own outcome and, while
-more acks arrived meanwhile, commits those too. Alone, a thread commits its own ack at once (no
-extra thread, no added latency); under load, batches grow by themselves, and no thread waits for
-a commit: waking every waiting thread after each batch cost about 25 µs of CPU per ack in GIL
-hand-offs, more than encoding it. ``submit`` is the blocking form, for callers that must know
-the outcome before they go on. Each ack stays all-or-nothing on its own (the provider isolates
+being committed commits every pending ack in one batch (one round trip, one transaction, one
+fsync) and runs each ack's ``then`` with its own outcome. When more acks arrived meanwhile, a
+committer thread takes over and commits batch after batch until none is left, so under load
+batches grow by themselves and no slot thread is held up committing other threads' acks, nor
+waits for its own: waking every waiting thread after each batch cost about 25 µs of CPU per
+ack in GIL hand-offs, more than encoding it. Alone, a thread commits its own ack at once (no
+hand-off, no added latency). ``submit`` is the blocking form, for callers that must know the
+outcome before they go on. Each ack stays all-or-nothing on its own (the provider isolates
 them).
+
+A ``then`` runs in the committing thread, so it must be quick and must not ``submit`` here (it
+would wait for itself). It may return a callable: those of a batch run after every ``then`` of
+the batch, so a dispatcher can update its caches for all of a batch before it frees any slot.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -23,7 +29,7 @@ from duroxide.observability.logging import get_logger
 
 A = TypeVar("A")
 
-Then = Callable[[ProviderError | None], None]
+Then = Callable[[ProviderError | None], Callable[[], object] | None]
 
 _log = get_logger("group_commit")
 
@@ -55,7 +61,10 @@ class GroupCommit(Generic[A]):
         self._max_batch = max_batch
         self._lock = threading.Lock()
         self._pending: list[tuple[A, Then]] = []
-        self._busy = False
+        self._busy = False  # a thread is committing (or the committer is about to)
+        self._handed_off = threading.Condition(self._lock)
+        self._committer: threading.Thread | None = None
+        self._committer_turn = False
         self.batches = 0
         self.committed = 0
 
@@ -64,49 +73,78 @@ class GroupCommit(Generic[A]):
         error that rolled it back."""
         outcome = _Outcome()
         self.submit_then(ack, outcome.set)
-        outcome.ready.acquire()  # at once when this thread led the batch
+        outcome.ready.acquire()  # at once when this thread committed the batch
         return outcome.result
 
     def submit_then(self, ack: A, then: Then) -> None:
-        """Queue ``ack``; ``then(outcome)`` runs once it is committed, in this thread when it
-        leads the commit (before this returns), else in the leader's. ``then`` must not block
-        for long (it holds up the acks behind it) and must not ``submit`` here: it would wait
-        for itself."""
+        """Queue ``ack``; ``then(outcome)`` runs once it is committed: in this thread, before
+        this returns, when nothing else was being committed; else in the committing thread."""
         with self._lock:
             self._pending.append((ack, then))
             if self._busy:
                 return
             self._busy = True
-        done = False
-        try:
-            while True:
-                with self._lock:
-                    batch = self._pending[: self._max_batch]
-                    del self._pending[: self._max_batch]
-                    if not batch:
-                        self._busy = False
-                        done = True
-                        return
-                results = self._commit([a for a, _ in batch])
-                with self._lock:
-                    self.batches += 1
-                    self.committed += len(batch)
-                for (_, then_), result in zip(batch, results, strict=True):
-                    try:
-                        then_(result)
-                    except BaseException:  # one caller's bug must not strand the others
-                        _log.exception("group_commit.then_failed", operation=self._operation)
-        finally:
-            if not done:  # interrupted (BaseException): the next submitter leads
-                with self._lock:
+            batch = self._take()
+        self._run(batch)  # this ack is in it: nothing was pending before it
+        with self._lock:
+            if not self._pending:
+                self._busy = False
+                return
+            self._committer_turn = True  # more arrived meanwhile: the committer goes on
+            if self._committer is None:
+                self._committer = threading.Thread(
+                    target=self._commit_loop, name=f"duroxide-commit-{self._operation}",
+                    daemon=True,
+                )  # fmt: skip
+                self._committer.start()
+            self._handed_off.notify()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._committer_turn:
+                    self._handed_off.wait()
+                batch = self._take()
+                if not batch:
+                    self._committer_turn = False
                     self._busy = False
+                    continue
+            self._run(batch)
+
+    def _take(self) -> list[tuple[A, Then]]:
+        batch = self._pending[: self._max_batch]
+        del self._pending[: self._max_batch]
+        return batch
+
+    def _run(self, batch: list[tuple[A, Then]]) -> None:
+        """Commit ``batch``, then run its ``then``s in order and what they returned. Never
+        raises: every ``then`` runs whatever the others or the commit did."""
+        results = self._commit([a for a, _ in batch])
+        with self._lock:
+            self.batches += 1
+            self.committed += len(batch)
+        after: list[Callable[[], object]] = []
+        for (_, then), result in zip(batch, results, strict=True):
+            finish = self._call(then, result)
+            if callable(finish):
+                after.append(finish)
+        for finish in after:
+            self._call(finish)
+
+    def _call(self, fn: Callable[..., object], *args: object) -> object:
+        try:
+            return fn(*args)
+        except BaseException:  # one caller's bug must not strand the others
+            with contextlib.suppress(BaseException):  # nor a broken log handler
+                _log.exception("group_commit.then_failed", operation=self._operation)
+            return None
 
     def _commit(self, batch: list[A]) -> list[ProviderError | None]:
         try:
             results = self._commit_many(batch)
         except ProviderError as exc:
             return [exc] * len(batch)
-        except Exception as exc:  # a bug must not strand the waiting threads
+        except BaseException as exc:  # a bug must not strand the waiting threads
             error = ProviderError(self._operation, describe_exception(exc), retryable=False)
             return [error] * len(batch)
         if len(results) != len(batch):

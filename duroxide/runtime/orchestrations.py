@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from duroxide.errors import ErrorDetails, LockLostError, ProviderError
@@ -204,9 +205,16 @@ class OrchestrationDispatcher:
         started_ns: int,
         log: Any,
         error: ProviderError | None,
-    ) -> None:
-        """The rest of a turn once its ack is committed (or refused), in the thread that led the
-        commit; finishes the item."""
+    ) -> Callable[[], None] | None:
+        """The rest of a turn once its ack is committed or refused, in the committing thread;
+        returns what finishes the item (run after the whole batch's caches are updated)."""
+        if error is not None and not isinstance(error, LockLostError):
+            # storage trouble: releasing the item blocks, so not in the committing thread
+            failed = threading.Thread(target=self._ack_failed, name="duroxide-ack-failed",
+                                      args=(item, result, attempts, started_ns, log, error),
+                                      daemon=True)  # fmt: skip
+            failed.start()
+            return None
         try:
             acked = self._ack_outcome(item, error, attempts, log)
             if acked and self._faults:
@@ -214,27 +222,56 @@ class OrchestrationDispatcher:
                     self._faults.crash()
                 if self._faults.hit("turn_raise_after_ack"):
                     raise InjectedFault(f"after the ack of {item.instance_id}")
-            if result.status is not TurnStatus.DROPPED:
-                tracing.record_span(
-                    "orchestration.turn", result.trace_context, started_ns, time.time_ns(),
-                    {"duroxide.instance_id": item.instance_id,
-                     "duroxide.execution_id": item.execution_id,
-                     "duroxide.orchestration_name": result.orchestration_name,
-                     "duroxide.orchestration_version": result.orchestration_version,
-                     "duroxide.outcome": result.status.value},
-                    error=None if acked else "turn not committed",
-                )  # fmt: skip
-            if not acked:
-                return
-            if live is not None:
-                self.cache.put(item.instance_id, live)
-            self._instruments.turn(result.orchestration_name, (time.time_ns() - started_ns) / 1e9)
-            self._after_ack(item, result, log)
+            self._record_turn(item, result, started_ns, acked)
+            if acked:
+                if live is not None:
+                    self.cache.put(item.instance_id, live)
+                self._instruments.turn(
+                    result.orchestration_name, (time.time_ns() - started_ns) / 1e9
+                )
+                self._after_ack(item, result, log)
         except BaseException:  # as the slot thread would: log it, the dispatcher goes on
             self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
+        return lambda: self._finish(item)
+
+    def _ack_failed(
+        self,
+        item: OrchestrationItem,
+        result: TurnResult,
+        attempts: int,
+        started_ns: int,
+        log: Any,
+        error: ProviderError,
+    ) -> None:
+        try:
+            self._ack_outcome(item, error, attempts, log)
+            self._record_turn(item, result, started_ns, False)
+        except BaseException:
+            self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
         finally:
+            self._finish(item)
+
+    def _finish(self, item: OrchestrationItem) -> None:
+        try:
             self._forget(item)
+        finally:
             self.loop.finished()
+
+    @staticmethod
+    def _record_turn(
+        item: OrchestrationItem, result: TurnResult, started_ns: int, acked: bool
+    ) -> None:
+        if result.status is TurnStatus.DROPPED:
+            return
+        tracing.record_span(
+            "orchestration.turn", result.trace_context, started_ns, time.time_ns(),
+            {"duroxide.instance_id": item.instance_id,
+             "duroxide.execution_id": item.execution_id,
+             "duroxide.orchestration_name": result.orchestration_name,
+             "duroxide.orchestration_version": result.orchestration_version,
+             "duroxide.outcome": result.status.value},
+            error=None if acked else "turn not committed",
+        )  # fmt: skip
 
     def _ack(self, item: OrchestrationItem, ack: OrchestrationAck, attempts: int, log: Any) -> bool:
         """Commit the turn and wait; see ``_ack_outcome``."""

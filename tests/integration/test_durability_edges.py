@@ -82,22 +82,31 @@ def test_a_slot_survives_an_exception_whose_str_raises_system_exit(make_runtime,
 
 
 class _AckFailures:
-    """The runtime's provider, except that the first ``fail`` batch acks of activities fail with
-    ``error`` (nothing of them is written)."""
+    """The runtime's provider, except that the first ``fail`` batch acks of activities (or of
+    turns) fail with ``error`` (nothing of them is written)."""
 
-    def __init__(self, inner: Any, error: ProviderError, fail: int) -> None:
+    def __init__(self, inner: Any, error: ProviderError, fail: int, turns: bool = False) -> None:
         self._inner = inner
         self._error = error
         self.left = fail
+        self._turns = turns
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def ack_work_items(self, acks: Any) -> list[ProviderError | None]:
+    def _fail(self, acks: Any, commit: Any) -> list[ProviderError | None]:
         if self.left > 0:
             self.left -= 1
             return [self._error] * len(acks)
-        return self._inner.ack_work_items(acks)
+        return commit(acks)
+
+    def ack_work_items(self, acks: Any) -> list[ProviderError | None]:
+        commit = self._inner.ack_work_items
+        return commit(acks) if self._turns else self._fail(acks, commit)
+
+    def ack_orchestration_items(self, acks: Any) -> list[ProviderError | None]:
+        commit = self._inner.ack_orchestration_items
+        return self._fail(acks, commit) if self._turns else commit(acks)
 
 
 @pytest.mark.parametrize("retryable", [True, False])
@@ -123,6 +132,33 @@ def test_an_activity_ack_that_fails_is_retried_or_the_activity_runs_again(
     assert flaky.left == 0
     assert runs == ([5] if retryable else [5, 5, 5])
     assert runtime.metrics_snapshot().provider_errors >= 2
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_a_turn_whose_ack_fails_is_released_and_runs_again(
+    provider: Any, client: Client, retryable: bool
+) -> None:
+    """A failed turn ack releases the instance at once (never waiting for its lock to expire),
+    off the committing thread, and frees its slot: the turn runs again and commits."""
+    error = ProviderError("ack_orchestration_item", "injected", retryable=retryable)
+    flaky = _AckFailures(provider, error, fail=2, turns=True)
+    runtime = Runtime(flaky, RuntimeOptions(dispatcher_poll_interval_ms=50,
+                                            orchestrator_lock_timeout_ms=60_000))  # fmt: skip
+    runtime.register_activity("A", lambda ctx, x: x)
+    runtime.register_orchestration("O", lambda ctx, x: (yield ctx.schedule_activity("A", x)))
+    runtime.start()
+    try:
+        client.start_orchestration("flaky-turn", "O", 6)
+        result = client.wait_for_orchestration("flaky-turn", 30_000)
+        loop = runtime._orchestrations.loop
+        assert loop.wait_idle(time.monotonic() + 10)  # no slot left held
+    finally:
+        runtime.shutdown(1_000)
+
+    assert (result.status, result.output) == ("Completed", 6)
+    assert flaky.left == 0
+    snapshot = runtime.metrics_snapshot()
+    assert snapshot.orch_abandoned >= 2 and snapshot.provider_errors >= 2
 
 
 def _file_runtime(path: Path, **options: Any) -> tuple[SqliteProvider, Runtime, Client]:

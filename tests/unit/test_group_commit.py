@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from duroxide.errors import LockLostError, ProviderError
 from duroxide.runtime.group_commit import GroupCommit
@@ -29,14 +30,12 @@ def test_acks_submitted_during_a_commit_share_the_next_transaction() -> None:
     results: dict[int, ProviderError | None] = {}
     first = threading.Thread(target=lambda: results.__setitem__(1, commits.submit(1)))
     first.start()
-    while not store.batches:
-        threading.Event().wait(0.001)
+    _until(lambda: bool(store.batches))
     others = [threading.Thread(target=lambda n=n: results.__setitem__(n, commits.submit(n)))
               for n in range(2, 22)]  # fmt: skip
     for t in others:
         t.start()
-    while len(commits._pending) < 20:  # all twenty queued behind the first commit
-        threading.Event().wait(0.001)
+    _until(lambda: len(commits._pending) == 20)  # all twenty queued behind the first commit
     store.release.set()
     for t in [first, *others]:
         t.join(5)
@@ -105,45 +104,95 @@ def test_many_threads_each_get_their_own_outcome_exactly_once() -> None:
     assert commits.committed == 3200
 
 
-def test_a_submitter_behind_a_commit_goes_on_and_the_leader_runs_its_then() -> None:
-    """``submit_then`` never waits for a commit another thread leads: the leader commits the
-    ack with the next batch and runs its ``then`` with its own outcome."""
+def test_a_submitter_behind_a_commit_goes_on_and_the_committer_runs_its_then() -> None:
+    """``submit_then`` never waits for a commit another thread runs; the thread that committed
+    the first batch does not stay on either: the committer thread commits what arrived
+    meanwhile and runs each ``then`` with its own outcome."""
     store = SlowStore()
     commits = GroupCommit[int]("ack", store.commit)
-    leader = threading.Thread(target=commits.submit, args=(1,), name="leader")
-    leader.start()
-    while not store.batches:  # the leader is inside its commit
-        threading.Event().wait(0.001)
+    first = threading.Thread(target=commits.submit, args=(1,))
+    first.start()
+    _until(lambda: bool(store.batches))  # the first commit is running
     seen: list[tuple[str, ProviderError | None]] = []
+    both = threading.Event()
 
     def then(outcome: ProviderError | None) -> None:
         seen.append((threading.current_thread().name, outcome))
+        if len(seen) == 2:
+            both.set()
 
     commits.submit_then(7, then)
     commits.submit_then(8, then)
 
-    assert seen == []  # returned at once: both wait for the leader's next batch
+    assert seen == []  # returned at once: both wait for the next batch
     store.release.set()
-    leader.join(5)
+    first.join(5)
+    assert not first.is_alive()
+    assert both.wait(5)
     assert store.batches == [[1], [7, 8]]
-    assert [name for name, _ in seen] == ["leader", "leader"]
+    assert [name for name, _ in seen] == ["duroxide-commit-ack"] * 2
     assert isinstance(seen[0][1], LockLostError) and seen[1][1] is None
 
 
 def test_a_failing_then_does_not_strand_the_acks_behind_it() -> None:
     store = SlowStore()
-    store.release.set()
     commits = GroupCommit[int]("ack", store.commit)
-    outcomes: list[int] = []
+    first = threading.Thread(target=commits.submit, args=(1,))
+    first.start()
+    _until(lambda: bool(store.batches))
+    outcomes: list[ProviderError | None] = []
+    done = threading.Event()
 
     def explode(_: ProviderError | None) -> None:
         raise RuntimeError("bug in a caller")
 
-    commits._busy = True  # as if a commit were running: both acks go into one batch
-    commits.submit_then(1, explode)
-    commits.submit_then(2, lambda _: outcomes.append(2))
-    commits._busy = False
+    def record(outcome: ProviderError | None) -> None:
+        outcomes.append(outcome)
+        done.set()
 
-    assert commits.submit(3) is None  # leads: commits 1, 2 and 3 in one batch
-    assert outcomes == [2]
-    assert store.batches == [[1, 2, 3]]
+    commits.submit_then(2, explode)
+    commits.submit_then(3, record)
+    store.release.set()
+
+    assert done.wait(5)
+    assert store.batches == [[1], [2, 3]]
+    assert outcomes == [None]
+    assert commits.submit(4) is None  # still usable afterwards
+
+
+def test_what_the_thens_return_runs_after_every_then_of_the_batch() -> None:
+    """So a dispatcher updates its caches for the whole batch before it frees any slot."""
+    order: list[str] = []
+    store = SlowStore()
+    commits = GroupCommit[int]("ack", store.commit)
+    first = threading.Thread(target=commits.submit, args=(1,))
+    first.start()
+    _until(lambda: bool(store.batches))
+    done = threading.Event()
+
+    def then(n: int) -> Callable[[ProviderError | None], Callable[[], None]]:
+        def then_(_: ProviderError | None) -> Callable[[], None]:
+            order.append(f"then {n}")
+
+            def finish() -> None:
+                order.append(f"finish {n}")
+                if n == 3:
+                    done.set()
+
+            return finish
+
+        return then_
+
+    commits.submit_then(2, then(2))
+    commits.submit_then(3, then(3))
+    store.release.set()
+
+    assert done.wait(5)
+    assert order == ["then 2", "then 3", "finish 2", "finish 3"]
+
+
+def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.001)

@@ -294,9 +294,11 @@ BEGIN
     -- Asynchronous commit (see above); never wait long for a lock (see below).
     PERFORM set_config('synchronous_commit', 'off', true), set_config('lock_timeout', '100', true);
     -- Fewer than p_max instances only when no more is claimable: a claimed row without a due
-    -- message took a place in the batch, so the places left are claimed again (at most twice
-    -- more; the rows claimed or put back before are no longer claimable at v_now).
-    FOR v_round IN 1..3 LOOP
+    -- message took a place in the batch, so the places left are claimed again, until a claim
+    -- finds none. Each round ends: the rows it returned are locked past v_now, and its rows
+    -- without a due message are put back after v_now or dropped. (The bound on rounds is a
+    -- safety net only; a lock timeout of 0 or less would leave returned rows claimable.)
+    FOR v_round IN 1..1000 LOOP
         -- Sticky turns: an instance whose last turn another dispatcher acked is left to that
         -- dispatcher (which holds its history in memory) for the first 50 ms of being claimable;
         -- after that, or when this caller names no dispatcher, anyone takes it (the owner may be
@@ -380,7 +382,8 @@ BEGIN
         -- Claimed rows without a due message (left behind by a lost ack or a deletion; the
         -- ones locked above are not touched): put them back in order, or drop them.
         PERFORM duroxide_refresh_ready(v_ids, '{}', v_now);
-        EXIT WHEN cardinality(v_ids) < v_want;  -- the claim found all there was
+        EXIT WHEN cardinality(v_ids) < v_want  -- the claim found all there was
+               OR p_lock_timeout_ms <= 0;
         v_want := v_want - v_returned;
     END LOOP;
 END
@@ -848,10 +851,13 @@ BEGIN
             WHERE t.tag IS NOT NULL)
         SELECT coalesce(array_agg(t.tag), '{}') INTO v_tags FROM t WHERE t.tag IS NOT NULL;
     END IF;
-    -- Fewer than p_max activities only when no more is claimable: an activity of a session
-    -- refused below took a place in the batch, so the places left are claimed again (at most
-    -- twice more; a refused session's activities no longer pass the scans' session filter).
-    FOR v_round IN 1..3 LOOP
+    -- Fewer than p_max activities only when no more is claimable by this owner: an activity of
+    -- a session refused below took a place in the batch, so the places left are claimed again,
+    -- until no session is refused. Each round ends: the activities it took are locked past
+    -- v_now, and a refused session no longer passes the scans' session filter (it is owned
+    -- live by another worker, or this owner reached p_max_sessions). Rows a concurrent fetch
+    -- holds are skipped, as by any SKIP LOCKED claim. (The bound on rounds is a safety net.)
+    FOR v_round IN 1..1000 LOOP
         IF p_untagged THEN
             SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.visible_at), '{}'),
                    coalesce(array_agg(c.session_id), '{}')
@@ -970,7 +976,7 @@ BEGIN
         FROM taken AS t
         ORDER BY array_position(v_take, t.id);
         GET DIAGNOSTICS v_returned = ROW_COUNT;
-        EXIT WHEN v_refused = '{}' OR cardinality(v_take) < v_want;
+        EXIT WHEN v_refused = '{}' OR cardinality(v_take) < v_want OR p_lock_timeout_ms <= 0;
         v_want := v_want - v_returned;
         v_ids := '{}';
         v_at := '{}';

@@ -22,11 +22,12 @@ def test_claim_rows_without_a_due_message_do_not_take_places_in_a_batch(
     admin_conn: psycopg.Connection[Any],
 ) -> None:
     provider = open_provider()
-    # Stale claim rows, first in claim order: one with no message left, one whose only message
-    # is a timer an hour away (its row still says "due now").
+    # Stale claim rows, first in claim order and more than a few batches' worth: seven with no
+    # message left, one whose only message is a timer an hour away (its row says "due now").
     admin_conn.execute(
         sql.SQL("INSERT INTO {}.instance_queue (instance_id, visible_at) "
-                "VALUES ('ghost', 0), ('sleeper', 0)").format(sql.Identifier(schema))
+                "SELECT 'ghost-' || n, 0 FROM generate_series(1, 7) AS n "
+                "UNION ALL SELECT 'sleeper', 0").format(sql.Identifier(schema))
     )  # fmt: skip
     start(provider, "sleeper")
     admin_conn.execute(
@@ -43,5 +44,5 @@ def test_claim_rows_without_a_due_message_do_not_take_places_in_a_batch(
         sql.SQL("SELECT instance_id, visible_at > 0 FROM {}.instance_queue "
                 "WHERE lock_token IS NULL ORDER BY 1").format(sql.Identifier(schema))
     ).fetchall()  # fmt: skip
-    assert rows == [("sleeper", True)]  # the ghost dropped, the sleeper due with its timer
+    assert rows == [("sleeper", True)]  # the ghosts dropped, the sleeper due with its timer
     assert provider.fetch_orchestration_items(LOCK_MS, 2) == []
