@@ -40,7 +40,7 @@ from duroxide.providers.base import Provider, SessionConfig, WorkItem
 from duroxide.providers.wakeup import WORKER
 from duroxide.registry import Registry
 from duroxide.runtime.faults import Faults
-from duroxide.runtime.group_commit import GroupCommit
+from duroxide.runtime.group_commit import GroupCommit, run_in_thread
 from duroxide.runtime.leases import LeaseKeeper
 from duroxide.runtime.loop import DispatchLoop
 from duroxide.runtime.metrics import RuntimeMetrics
@@ -141,6 +141,10 @@ class ActivityWorker:
     def stop(self) -> None:
         self._stopping.set()
         self._provider.wakeups.remove_cancel_listener(self._on_cancelled)
+
+    def close(self) -> None:
+        """At shutdown, once the loop is closed: stop the committer thread."""
+        self._commits.close()
 
     def abandon_inflight(self) -> int:
         """At shutdown: signal cancellation and release the locks of activities still running
@@ -320,8 +324,7 @@ class ActivityWorker:
         """The ack's outcome, in the committing thread; returns what finishes the item. Storage
         trouble goes to a thread of its own (retries back off, an abandon blocks)."""
         if error is not None and not isinstance(error, LockLostError):
-            threading.Thread(target=self._retry, args=(running, outbound, log, error),
-                             name="duroxide-ack-retry", daemon=True).start()  # fmt: skip
+            run_in_thread("duroxide-ack-retry", self._retry, running, outbound, log, error)
             return None
         try:
             self._settled(running, log, error, 0)

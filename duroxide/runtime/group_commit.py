@@ -65,6 +65,7 @@ class GroupCommit(Generic[A]):
         self._handed_off = threading.Condition(self._lock)
         self._committer: threading.Thread | None = None
         self._committer_turn = False
+        self._closed = False
         self.batches = 0
         self.committed = 0
 
@@ -86,23 +87,47 @@ class GroupCommit(Generic[A]):
             self._busy = True
             batch = self._take()
         self._run(batch)  # this ack is in it: nothing was pending before it
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._busy = False
+                    return
+                if self._hand_off():  # more arrived meanwhile: the committer goes on
+                    return
+                batch = self._take()
+            self._run(batch)  # closed, or no thread could be started: commit here
+
+    def close(self) -> None:
+        """Stop the committer thread once it is idle (at shutdown). Acks submitted afterwards
+        are still committed, by their submitting threads."""
         with self._lock:
-            if not self._pending:
-                self._busy = False
-                return
-            self._committer_turn = True  # more arrived meanwhile: the committer goes on
-            if self._committer is None:
-                self._committer = threading.Thread(
-                    target=self._commit_loop, name=f"duroxide-commit-{self._operation}",
-                    daemon=True,
-                )  # fmt: skip
-                self._committer.start()
+            self._closed = True
             self._handed_off.notify()
+
+    def _hand_off(self) -> bool:
+        """Under the lock: give the pending acks to the committer thread (started if need be);
+        False when there is none to give them to."""
+        if self._closed:
+            return False
+        if self._committer is None:
+            committer = threading.Thread(target=self._commit_loop, daemon=True,
+                                         name=f"duroxide-commit-{self._operation}")  # fmt: skip
+            try:
+                committer.start()
+            except RuntimeError:  # out of threads: the caller commits
+                return False
+            self._committer = committer
+        self._committer_turn = True
+        self._handed_off.notify()
+        return True
 
     def _commit_loop(self) -> None:
         while True:
             with self._lock:
                 while not self._committer_turn:
+                    if self._closed:
+                        self._committer = None
+                        return
                     self._handed_off.wait()
                 batch = self._take()
                 if not batch:
@@ -151,3 +176,12 @@ class GroupCommit(Generic[A]):
             error = ProviderError(self._operation, "provider returned the wrong number of results")
             return [error] * len(batch)
         return results
+
+
+def run_in_thread(name: str, fn: Callable[..., object], *args: object) -> None:
+    """Run ``fn(*args)`` in a thread of its own (for a ``then`` that would block the commits),
+    or here when no thread can be started."""
+    try:
+        threading.Thread(target=fn, args=args, name=name, daemon=True).start()
+    except RuntimeError:
+        fn(*args)

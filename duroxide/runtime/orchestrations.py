@@ -30,7 +30,7 @@ from duroxide.providers.wakeup import ORCHESTRATOR
 from duroxide.registry import Registry
 from duroxide.replay import Turn, TurnInput, TurnResult, TurnStatus, resume_turn, start_turn
 from duroxide.runtime.faults import Faults, InjectedFault
-from duroxide.runtime.group_commit import GroupCommit
+from duroxide.runtime.group_commit import GroupCommit, run_in_thread
 from duroxide.runtime.leases import LeaseKeeper
 from duroxide.runtime.loop import DispatchLoop
 from duroxide.runtime.metrics import RuntimeMetrics
@@ -92,6 +92,10 @@ class OrchestrationDispatcher:
             on_provider_error=lambda: metrics.add("provider_errors"),
             on_busy=lambda busy, cap: instruments.slots("orchestration", busy, cap),
         )
+
+    def close(self) -> None:
+        """At shutdown, once the loop is closed: stop the committer thread."""
+        self._commits.close()
 
     def _fetch(self, limit: int) -> list[OrchestrationItem]:
         lock_ms = self._options.orchestrator_lock_timeout_ms
@@ -210,10 +214,8 @@ class OrchestrationDispatcher:
         returns what finishes the item (run after the whole batch's caches are updated)."""
         if error is not None and not isinstance(error, LockLostError):
             # storage trouble: releasing the item blocks, so not in the committing thread
-            failed = threading.Thread(target=self._ack_failed, name="duroxide-ack-failed",
-                                      args=(item, result, attempts, started_ns, log, error),
-                                      daemon=True)  # fmt: skip
-            failed.start()
+            run_in_thread("duroxide-ack-failed", self._ack_failed, item, result, attempts,
+                          started_ns, log, error)  # fmt: skip
             return None
         try:
             acked = self._ack_outcome(item, error, attempts, log)

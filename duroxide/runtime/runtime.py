@@ -148,6 +148,9 @@ class Runtime:
         self._leases.stop()  # it renewed the locks of in-flight work through the grace period
         for loop in loops:
             loop.close()
+        for dispatcher in (self._orchestrations, self._activities):
+            if dispatcher is not None:
+                dispatcher.close()
         with self._state_lock:
             self._state = "stopped"
         self._log.info("runtime.stopped", abandoned=abandoned)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,18 @@ class _AckFailures:
         self.left = fail
         self._turns = turns
 
+        self.abandoned_in: list[str] = []  # the thread of each abandon
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+    def abandon_orchestration_item(self, token: str, **options: Any) -> None:
+        self.abandoned_in.append(threading.current_thread().name)
+        self._inner.abandon_orchestration_item(token, **options)
+
+    def abandon_work_item(self, token: str, **options: Any) -> None:
+        self.abandoned_in.append(threading.current_thread().name)
+        self._inner.abandon_work_item(token, **options)
 
     def _fail(self, acks: Any, commit: Any) -> list[ProviderError | None]:
         if self.left > 0:
@@ -132,6 +143,8 @@ def test_an_activity_ack_that_fails_is_retried_or_the_activity_runs_again(
     assert flaky.left == 0
     assert runs == ([5] if retryable else [5, 5, 5])
     assert runtime.metrics_snapshot().provider_errors >= 2
+    # handled off the thread that commits acks (its back-off would hold up every other ack)
+    assert flaky.abandoned_in == ([] if retryable else ["duroxide-ack-retry"] * 2)
 
 
 @pytest.mark.parametrize("retryable", [True, False])
@@ -159,6 +172,53 @@ def test_a_turn_whose_ack_fails_is_released_and_runs_again(
     assert flaky.left == 0
     snapshot = runtime.metrics_snapshot()
     assert snapshot.orch_abandoned >= 2 and snapshot.provider_errors >= 2
+    assert flaky.abandoned_in == ["duroxide-ack-failed"] * 2  # not the committing thread
+
+
+class _SlowAckReturn:
+    """The runtime's provider, except that an activity ack returns only a while after it
+    committed (a slow network), and lock renewals are recorded."""
+
+    def __init__(self, inner: Any, delay_s: float) -> None:
+        self._inner = inner
+        self._delay_s = delay_s
+        self.acked: set[str] = set()
+        self.renewed_after_ack: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def ack_work_items(self, acks: Any) -> list[ProviderError | None]:
+        results = self._inner.ack_work_items(acks)
+        self.acked.update(token for token, _ in acks)
+        time.sleep(self._delay_s)  # the reply is late: several renewal ticks pass
+        return results
+
+    def renew_work_item_lock(self, token: str, lock_timeout_ms: int) -> None:
+        if token in self.acked:
+            self.renewed_after_ack.append(token)
+        self._inner.renew_work_item_lock(token, lock_timeout_ms)
+
+
+def test_an_activity_lease_is_not_renewed_once_its_ack_is_on_its_way(
+    provider: Any, client: Client
+) -> None:
+    """A renewal landing after the ack committed finds the row gone and reports the lock
+    lost (cancelling an activity that is done): the lease stops before the ack is sent."""
+    slow = _SlowAckReturn(provider, delay_s=0.8)
+    runtime = Runtime(slow, RuntimeOptions(dispatcher_poll_interval_ms=50,
+                                           worker_lock_timeout_ms=300))  # fmt: skip
+    runtime.register_activity("A", lambda ctx, x: x)
+    runtime.register_orchestration("O", lambda ctx, x: (yield ctx.schedule_activity("A", x)))
+    runtime.start()
+    try:
+        client.start_orchestration("slow-ack", "O", 7)
+        result = client.wait_for_orchestration("slow-ack", 10_000)
+    finally:
+        runtime.shutdown(1_000)
+
+    assert (result.status, result.output) == ("Completed", 7)
+    assert slow.acked and slow.renewed_after_ack == []
 
 
 def _file_runtime(path: Path, **options: Any) -> tuple[SqliteProvider, Runtime, Client]:

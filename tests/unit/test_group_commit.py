@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
+
+import pytest
+from integration.support import eventually
 
 from duroxide.errors import LockLostError, ProviderError
 from duroxide.runtime.group_commit import GroupCommit
@@ -16,12 +18,21 @@ class SlowStore:
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
         self.release = threading.Event()
+        self.started = threading.Event()  # the first commit is running
+        self.threads: list[str] = []  # the thread of each commit
+        self._active = threading.Lock()
 
     def commit(self, acks: Sequence[int]) -> list[ProviderError | None]:
-        self.batches.append(list(acks))
-        if len(self.batches) == 1:
-            self.release.wait(5)  # hold the first commit until everyone has submitted
-        return [LockLostError("ack") if n % 7 == 0 else None for n in acks]
+        assert self._active.acquire(blocking=False), "two commits at once"
+        try:
+            self.batches.append(list(acks))
+            self.threads.append(threading.current_thread().name)
+            if len(self.batches) == 1:
+                self.started.set()
+                self.release.wait(5)  # hold the first commit until everyone has submitted
+            return [LockLostError("ack") if n % 7 == 0 else None for n in acks]
+        finally:
+            self._active.release()
 
 
 def test_acks_submitted_during_a_commit_share_the_next_transaction() -> None:
@@ -30,12 +41,12 @@ def test_acks_submitted_during_a_commit_share_the_next_transaction() -> None:
     results: dict[int, ProviderError | None] = {}
     first = threading.Thread(target=lambda: results.__setitem__(1, commits.submit(1)))
     first.start()
-    _until(lambda: bool(store.batches))
+    assert store.started.wait(5)
     others = [threading.Thread(target=lambda n=n: results.__setitem__(n, commits.submit(n)))
               for n in range(2, 22)]  # fmt: skip
     for t in others:
         t.start()
-    _until(lambda: len(commits._pending) == 20)  # all twenty queued behind the first commit
+    eventually(lambda: len(commits._pending) == 20)  # all twenty queued behind the first commit
     store.release.set()
     for t in [first, *others]:
         t.join(5)
@@ -74,13 +85,22 @@ def test_many_threads_each_get_their_own_outcome_exactly_once() -> None:
     """Sixteen threads, 200 acks each, small batches: every ack is committed once, in some
     batch no larger than the limit, and every thread returns (nobody is left waiting)."""
     seen: list[int] = []
+    overlapping: list[list[int]] = []  # commits that ran while another was running
     lock = threading.Lock()
 
+    active = threading.Lock()
+
     def commit(acks: Sequence[int]) -> list[ProviderError | None]:
-        assert len(acks) <= 4
-        with lock:
-            seen.extend(acks)
-        return [LockLostError("ack") if n % 5 == 0 else None for n in acks]
+        if not active.acquire(blocking=False):
+            overlapping.append(list(acks))
+            return [None] * len(acks)
+        try:
+            assert len(acks) <= 4
+            with lock:
+                seen.extend(acks)
+            return [LockLostError("ack") if n % 5 == 0 else None for n in acks]
+        finally:
+            active.release()
 
     commits = GroupCommit[int]("ack", commit, max_batch=4)
     wrong: list[int] = []
@@ -99,6 +119,7 @@ def test_many_threads_each_get_their_own_outcome_exactly_once() -> None:
         t.join(30)
 
     assert not any(t.is_alive() for t in threads)
+    assert overlapping == []
     assert wrong == []
     assert sorted(seen) == sorted(t * 1000 + n for t in range(16) for n in range(200))
     assert commits.committed == 3200
@@ -112,7 +133,7 @@ def test_a_submitter_behind_a_commit_goes_on_and_the_committer_runs_its_then() -
     commits = GroupCommit[int]("ack", store.commit)
     first = threading.Thread(target=commits.submit, args=(1,))
     first.start()
-    _until(lambda: bool(store.batches))  # the first commit is running
+    assert store.started.wait(5)
     seen: list[tuple[str, ProviderError | None]] = []
     both = threading.Event()
 
@@ -139,7 +160,7 @@ def test_a_failing_then_does_not_strand_the_acks_behind_it() -> None:
     commits = GroupCommit[int]("ack", store.commit)
     first = threading.Thread(target=commits.submit, args=(1,))
     first.start()
-    _until(lambda: bool(store.batches))
+    assert store.started.wait(5)
     outcomes: list[ProviderError | None] = []
     done = threading.Event()
 
@@ -167,7 +188,7 @@ def test_what_the_thens_return_runs_after_every_then_of_the_batch() -> None:
     commits = GroupCommit[int]("ack", store.commit)
     first = threading.Thread(target=commits.submit, args=(1,))
     first.start()
-    _until(lambda: bool(store.batches))
+    assert store.started.wait(5)
     done = threading.Event()
 
     def then(n: int) -> Callable[[ProviderError | None], Callable[[], None]]:
@@ -191,8 +212,48 @@ def test_what_the_thens_return_runs_after_every_then_of_the_batch() -> None:
     assert order == ["then 2", "then 3", "finish 2", "finish 3"]
 
 
-def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.001)
+def test_once_the_committer_is_idle_a_lone_ack_is_committed_by_its_own_thread_again() -> None:
+    store = SlowStore()
+    commits = GroupCommit[int]("ack", store.commit)
+    first = threading.Thread(target=commits.submit, args=(1,))
+    first.start()
+    assert store.started.wait(5)
+    committed = threading.Event()
+    commits.submit_then(2, lambda _: committed.set())
+    store.release.set()
+    assert committed.wait(5)
+    eventually(lambda: not commits._busy)  # the committer drained the queue: it is idle
+
+    seen: list[str] = []
+    commits.submit_then(3, lambda _: seen.append(threading.current_thread().name))
+
+    assert seen == [threading.current_thread().name]  # committed before submit_then returned
+    assert store.threads[-1] == threading.current_thread().name
+    commits.close()
+    assert commits.submit(4) is None  # closed: still committed, by the submitter
+    assert store.threads[-1] == threading.current_thread().name
+
+
+def test_with_no_thread_to_be_had_the_submitter_commits_what_arrived(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Out of threads (no committer can start), nothing is stranded: the thread that
+    committed the first batch goes on with the rest."""
+    store = SlowStore()
+    commits = GroupCommit[int]("ack", store.commit)
+    first = threading.Thread(target=commits.submit, args=(1,), name="first")
+    first.start()
+    assert store.started.wait(5)
+    outcomes: list[ProviderError | None] = []
+    commits.submit_then(2, outcomes.append)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    store.release.set()
+    first.join(5)
+
+    assert not first.is_alive()
+    assert outcomes == [None]
+    assert store.threads == ["first", "first"]

@@ -839,6 +839,7 @@ DECLARE
     v_owned bigint;
     v_want integer := p_max;
     v_returned integer;
+    v_refused_before text[] := '{}';
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     IF p_any_tag THEN
@@ -854,9 +855,9 @@ BEGIN
     -- Fewer than p_max activities only when no more is claimable by this owner: an activity of
     -- a session refused below took a place in the batch, so the places left are claimed again,
     -- until no session is refused. Each round ends: the activities it took are locked past
-    -- v_now, and a refused session no longer passes the scans' session filter (it is owned
-    -- live by another worker, or this owner reached p_max_sessions). Rows a concurrent fetch
-    -- holds are skipped, as by any SKIP LOCKED claim. (The bound on rounds is a safety net.)
+    -- v_now, and the sessions it refused are left out of the next rounds' scans. Rows a
+    -- concurrent fetch holds are skipped, as by any SKIP LOCKED claim. (The bound on rounds is
+    -- a safety net.)
     FOR v_round IN 1..1000 LOOP
         IF p_untagged THEN
             SELECT coalesce(array_agg(c.id), '{}'), coalesce(array_agg(c.visible_at), '{}'),
@@ -865,6 +866,7 @@ BEGIN
             FROM (SELECT w.id, w.visible_at, w.session_id
                   FROM worker_queue AS w
                   WHERE w.tag IS NULL AND w.visible_at <= v_now
+                    AND (w.session_id IS NULL OR w.session_id <> ALL (v_refused_before))
                     AND (w.session_id IS NULL
                          OR EXISTS (SELECT 1 FROM sessions AS s
                                     WHERE s.session_id = w.session_id AND s.owner_id = p_owner
@@ -888,6 +890,8 @@ BEGIN
                  LATERAL (SELECT w.id, w.visible_at, w.session_id
                           FROM worker_queue AS w
                           WHERE w.tag = t.tag AND w.visible_at <= v_now
+                            AND (w.session_id IS NULL
+                                 OR w.session_id <> ALL (v_refused_before))
                             AND (w.session_id IS NULL
                                  OR EXISTS (SELECT 1 FROM sessions AS s
                                             WHERE s.session_id = w.session_id
@@ -978,6 +982,7 @@ BEGIN
         GET DIAGNOSTICS v_returned = ROW_COUNT;
         EXIT WHEN v_refused = '{}' OR cardinality(v_take) < v_want OR p_lock_timeout_ms <= 0;
         v_want := v_want - v_returned;
+        v_refused_before := v_refused_before || v_refused;
         v_ids := '{}';
         v_at := '{}';
         v_sessions := '{}';
