@@ -118,6 +118,7 @@ class ActivityWorker:
             process=self._execute,
             log=self._log,
             discard=self._release,
+            forget=self._forget,
             on_provider_error=lambda: metrics.add("provider_errors"),
             on_busy=lambda busy, cap: instruments.slots("activity", busy, cap),
         )
@@ -201,15 +202,6 @@ class ActivityWorker:
     def _execute(self, running: _Running) -> bool:
         """Run the activity; True when its ack was handed to the group commit, which then
         finishes the item (``_acked``)."""
-        deferred = False
-        try:
-            deferred = self._run(running)
-        finally:
-            if not deferred:
-                self._forget(running)
-        return deferred
-
-    def _run(self, running: _Running) -> bool:
         work = running.work
         item = work.item
         with self._lock:
@@ -330,7 +322,7 @@ class ActivityWorker:
             self._settled(running, log, error, 0)
         except BaseException:  # as the slot thread would: log it, the dispatcher goes on
             self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
-        return lambda: self._finish_item(running)
+        return lambda: self.loop.finished(running)
 
     def _retry(
         self, running: _Running, outbound: OutboundMessage, log: Any, error: ProviderError
@@ -342,13 +334,7 @@ class ActivityWorker:
         except BaseException:
             self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
         finally:
-            self._finish_item(running)
-
-    def _finish_item(self, running: _Running) -> None:
-        try:
-            self._forget(running)
-        finally:
-            self.loop.finished()
+            self.loop.finished(running)
 
     def _finish(self, running: _Running, completion: Message, log: Any) -> None:
         outbound = OutboundMessage(instance_id=running.work.item.instance_id, message=completion)

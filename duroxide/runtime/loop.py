@@ -11,8 +11,9 @@ never keep the interpreter alive.
 
 An item holds its slot until it is finished. ``process(item)`` returns None when it finished
 the item; it returns True when it handed the rest over (an ack committed later by another
-thread, see group_commit.py), and then whoever finishes the item calls ``finished()`` exactly
-once. The slot thread is free for the next item meanwhile.
+thread, see group_commit.py), and then whoever finishes the item calls ``finished(item)``
+exactly once. The slot thread is free for the next item meanwhile. ``finished`` calls
+``forget(item)`` (the dispatcher drops what it kept of the item), then frees the slot.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class DispatchLoop(Generic[T]):
         process: Callable[[T], bool | None],
         log: Any,
         discard: Callable[[T], None],
+        forget: Callable[[T], None] | None = None,
         on_provider_error: Callable[[], None] | None = None,
         on_busy: Callable[[int, int], None] | None = None,
     ) -> None:
@@ -55,6 +57,7 @@ class DispatchLoop(Generic[T]):
         self._fetch = fetch
         self._process = process
         self._discard = discard
+        self._forget = forget
         self._log = log
         self._on_provider_error = on_provider_error
         self._on_busy = on_busy
@@ -175,10 +178,15 @@ class DispatchLoop(Generic[T]):
             except BaseException:  # a slot thread must never die
                 self._log.exception("dispatcher.process_crashed", dispatcher=self.name)
             if not deferred:
-                self.finished()
+                self.finished(item)
 
-    def finished(self) -> None:
-        """One item is finished: its slot is free (see the module docstring)."""
+    def finished(self, item: T) -> None:
+        """``item`` is finished: forget it, free its slot (see the module docstring)."""
+        try:
+            if self._forget is not None:
+                self._forget(item)
+        except BaseException:  # its slot is freed whatever happens
+            self._log.exception("dispatcher.process_crashed", dispatcher=self.name)
         with self._idle:
             self._busy -= 1
             if self._on_busy is not None:

@@ -86,9 +86,10 @@ class OrchestrationDispatcher:
             concurrency=options.orchestration_concurrency,
             poll_interval_s=options.dispatcher_poll_interval_ms / 1000,
             fetch=self._fetch,
-            process=self._process,
+            process=self._run,
             log=self._log,
             discard=self._release,
+            forget=self._forget,
             on_provider_error=lambda: metrics.add("provider_errors"),
             on_busy=lambda busy, cap: instruments.slots("orchestration", busy, cap),
         )
@@ -137,18 +138,9 @@ class OrchestrationDispatcher:
         with self._inflight_lock:
             self._inflight.pop(item.lock_token, None)
 
-    def _process(self, item: OrchestrationItem) -> bool:
+    def _run(self, item: OrchestrationItem) -> bool:
         """Run the item's turn; True when its ack was handed to the group commit, which then
         finishes the item (``_committed``)."""
-        deferred = False
-        try:
-            deferred = self._run(item)
-        finally:
-            if not deferred:
-                self._forget(item)
-        return deferred
-
-    def _run(self, item: OrchestrationItem) -> bool:
         started_ns = time.time_ns()
         log = self._log.bind(instance_id=item.instance_id, execution_id=item.execution_id)
         if item.instance is not None and item.instance.status != "Running":
@@ -234,7 +226,7 @@ class OrchestrationDispatcher:
                 self._after_ack(item, result, log)
         except BaseException:  # as the slot thread would: log it, the dispatcher goes on
             self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
-        return lambda: self._finish(item)
+        return lambda: self.loop.finished(item)
 
     def _ack_failed(
         self,
@@ -251,13 +243,7 @@ class OrchestrationDispatcher:
         except BaseException:
             self._log.exception("dispatcher.process_crashed", dispatcher=self.loop.name)
         finally:
-            self._finish(item)
-
-    def _finish(self, item: OrchestrationItem) -> None:
-        try:
-            self._forget(item)
-        finally:
-            self.loop.finished()
+            self.loop.finished(item)
 
     @staticmethod
     def _record_turn(

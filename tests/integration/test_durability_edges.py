@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,20 +83,50 @@ def test_a_slot_survives_an_exception_whose_str_raises_system_exit(make_runtime,
         assert "Nasty" in result.output
 
 
-class _AckFailures:
+class _Wrapped:
+    """The runtime's provider, with the calls a subclass defines replaced."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _run_one(
+    provider: Any,
+    client: Client,
+    instance_id: str,
+    value: int,
+    options: RuntimeOptions,
+    activity: Callable[[Any, Any], Any] = lambda ctx, x: x,
+    before_shutdown: Callable[[Runtime], None] | None = None,
+) -> tuple[Runtime, Any]:
+    """Run one orchestration of one activity on its own runtime: the runtime and the result."""
+    runtime = Runtime(provider, options)
+    runtime.register_activity("A", activity)
+    runtime.register_orchestration("O", lambda ctx, x: (yield ctx.schedule_activity("A", x)))
+    runtime.start()
+    try:
+        client.start_orchestration(instance_id, "O", value)
+        result = client.wait_for_orchestration(instance_id, 30_000)
+        if before_shutdown is not None:
+            before_shutdown(runtime)
+    finally:
+        runtime.shutdown(1_000)
+    return runtime, result
+
+
+class _AckFailures(_Wrapped):
     """The runtime's provider, except that the first ``fail`` batch acks of activities (or of
     turns) fail with ``error`` (nothing of them is written)."""
 
     def __init__(self, inner: Any, error: ProviderError, fail: int, turns: bool = False) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._error = error
         self.left = fail
         self._turns = turns
-
         self.abandoned_in: list[str] = []  # the thread of each abandon
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def abandon_orchestration_item(self, token: str, **options: Any) -> None:
         self.abandoned_in.append(threading.current_thread().name)
@@ -129,15 +160,9 @@ def test_an_activity_ack_that_fails_is_retried_or_the_activity_runs_again(
     flaky = _AckFailures(provider, ProviderError("ack_work_item", "injected",
                                                  retryable=retryable), fail=2)  # fmt: skip
     runs: list[int] = []
-    runtime = Runtime(flaky, RuntimeOptions(dispatcher_poll_interval_ms=50))
-    runtime.register_activity("A", lambda ctx, x: runs.append(x) or x)
-    runtime.register_orchestration("O", lambda ctx, x: (yield ctx.schedule_activity("A", x)))
-    runtime.start()
-    try:
-        client.start_orchestration("flaky-ack", "O", 5)
-        result = client.wait_for_orchestration("flaky-ack", 10_000)
-    finally:
-        runtime.shutdown(1_000)
+    runtime, result = _run_one(flaky, client, "flaky-ack", 5,
+                               RuntimeOptions(dispatcher_poll_interval_ms=50),
+                               activity=lambda ctx, x: runs.append(x) or x)  # fmt: skip
 
     assert (result.status, result.output) == ("Completed", 5)
     assert flaky.left == 0
@@ -155,18 +180,14 @@ def test_a_turn_whose_ack_fails_is_released_and_runs_again(
     off the committing thread, and frees its slot: the turn runs again and commits."""
     error = ProviderError("ack_orchestration_item", "injected", retryable=retryable)
     flaky = _AckFailures(provider, error, fail=2, turns=True)
-    runtime = Runtime(flaky, RuntimeOptions(dispatcher_poll_interval_ms=50,
-                                            orchestrator_lock_timeout_ms=60_000))  # fmt: skip
-    runtime.register_activity("A", lambda ctx, x: x)
-    runtime.register_orchestration("O", lambda ctx, x: (yield ctx.schedule_activity("A", x)))
-    runtime.start()
-    try:
-        client.start_orchestration("flaky-turn", "O", 6)
-        result = client.wait_for_orchestration("flaky-turn", 30_000)
-        loop = runtime._orchestrations.loop
-        assert loop.wait_idle(time.monotonic() + 10)  # no slot left held
-    finally:
-        runtime.shutdown(1_000)
+
+    def no_slot_left_held(runtime: Runtime) -> None:
+        assert runtime._orchestrations.loop.wait_idle(time.monotonic() + 10)
+
+    runtime, result = _run_one(flaky, client, "flaky-turn", 6,
+                               RuntimeOptions(dispatcher_poll_interval_ms=50,
+                                              orchestrator_lock_timeout_ms=60_000),
+                               before_shutdown=no_slot_left_held)  # fmt: skip
 
     assert (result.status, result.output) == ("Completed", 6)
     assert flaky.left == 0
@@ -175,18 +196,15 @@ def test_a_turn_whose_ack_fails_is_released_and_runs_again(
     assert flaky.abandoned_in == ["duroxide-ack-failed"] * 2  # not the committing thread
 
 
-class _SlowAckReturn:
+class _SlowAckReturn(_Wrapped):
     """The runtime's provider, except that an activity ack returns only a while after it
     committed (a slow network), and lock renewals are recorded."""
 
     def __init__(self, inner: Any, delay_s: float) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._delay_s = delay_s
         self.acked: set[str] = set()
         self.renewed_after_ack: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
     def ack_work_items(self, acks: Any) -> list[ProviderError | None]:
         results = self._inner.ack_work_items(acks)
@@ -206,16 +224,9 @@ def test_an_activity_lease_is_not_renewed_once_its_ack_is_on_its_way(
     """A renewal landing after the ack committed finds the row gone and reports the lock
     lost (cancelling an activity that is done): the lease stops before the ack is sent."""
     slow = _SlowAckReturn(provider, delay_s=0.8)
-    runtime = Runtime(slow, RuntimeOptions(dispatcher_poll_interval_ms=50,
-                                           worker_lock_timeout_ms=300))  # fmt: skip
-    runtime.register_activity("A", lambda ctx, x: x)
-    runtime.register_orchestration("O", lambda ctx, x: (yield ctx.schedule_activity("A", x)))
-    runtime.start()
-    try:
-        client.start_orchestration("slow-ack", "O", 7)
-        result = client.wait_for_orchestration("slow-ack", 10_000)
-    finally:
-        runtime.shutdown(1_000)
+    _, result = _run_one(slow, client, "slow-ack", 7,
+                         RuntimeOptions(dispatcher_poll_interval_ms=50,
+                                        worker_lock_timeout_ms=300))  # fmt: skip
 
     assert (result.status, result.output) == ("Completed", 7)
     assert slow.acked and slow.renewed_after_ack == []

@@ -125,15 +125,24 @@ def test_many_threads_each_get_their_own_outcome_exactly_once() -> None:
     assert commits.committed == 3200
 
 
+def _first_commit_running(
+    name: str | None = None,
+) -> tuple[SlowStore, GroupCommit[int], threading.Thread]:
+    """A group commit whose first commit (of ack 1, by the thread returned) is running, held until
+    ``store.release`` is set."""
+    store = SlowStore()
+    commits = GroupCommit[int]("ack", store.commit)
+    first = threading.Thread(target=commits.submit, args=(1,), name=name)
+    first.start()
+    assert store.started.wait(5)
+    return store, commits, first
+
+
 def test_a_submitter_behind_a_commit_goes_on_and_the_committer_runs_its_then() -> None:
     """``submit_then`` never waits for a commit another thread runs; the thread that committed
     the first batch does not stay on either: the committer thread commits what arrived
     meanwhile and runs each ``then`` with its own outcome."""
-    store = SlowStore()
-    commits = GroupCommit[int]("ack", store.commit)
-    first = threading.Thread(target=commits.submit, args=(1,))
-    first.start()
-    assert store.started.wait(5)
+    store, commits, first = _first_commit_running()
     seen: list[tuple[str, ProviderError | None]] = []
     both = threading.Event()
 
@@ -156,11 +165,7 @@ def test_a_submitter_behind_a_commit_goes_on_and_the_committer_runs_its_then() -
 
 
 def test_a_failing_then_does_not_strand_the_acks_behind_it() -> None:
-    store = SlowStore()
-    commits = GroupCommit[int]("ack", store.commit)
-    first = threading.Thread(target=commits.submit, args=(1,))
-    first.start()
-    assert store.started.wait(5)
+    store, commits, _ = _first_commit_running()
     outcomes: list[ProviderError | None] = []
     done = threading.Event()
 
@@ -184,11 +189,7 @@ def test_a_failing_then_does_not_strand_the_acks_behind_it() -> None:
 def test_what_the_thens_return_runs_after_every_then_of_the_batch() -> None:
     """So a dispatcher updates its caches for the whole batch before it frees any slot."""
     order: list[str] = []
-    store = SlowStore()
-    commits = GroupCommit[int]("ack", store.commit)
-    first = threading.Thread(target=commits.submit, args=(1,))
-    first.start()
-    assert store.started.wait(5)
+    store, commits, _ = _first_commit_running()
     done = threading.Event()
 
     def then(n: int) -> Callable[[ProviderError | None], Callable[[], None]]:
@@ -213,11 +214,7 @@ def test_what_the_thens_return_runs_after_every_then_of_the_batch() -> None:
 
 
 def test_once_the_committer_is_idle_a_lone_ack_is_committed_by_its_own_thread_again() -> None:
-    store = SlowStore()
-    commits = GroupCommit[int]("ack", store.commit)
-    first = threading.Thread(target=commits.submit, args=(1,))
-    first.start()
-    assert store.started.wait(5)
+    store, commits, _ = _first_commit_running()
     committed = threading.Event()
     commits.submit_then(2, lambda _: committed.set())
     store.release.set()
@@ -239,11 +236,7 @@ def test_with_no_thread_to_be_had_the_submitter_commits_what_arrived(
 ) -> None:
     """Out of threads (no committer can start), nothing is stranded: the thread that
     committed the first batch goes on with the rest."""
-    store = SlowStore()
-    commits = GroupCommit[int]("ack", store.commit)
-    first = threading.Thread(target=commits.submit, args=(1,), name="first")
-    first.start()
-    assert store.started.wait(5)
+    store, commits, first = _first_commit_running(name="first")
     outcomes: list[ProviderError | None] = []
     commits.submit_then(2, outcomes.append)
 

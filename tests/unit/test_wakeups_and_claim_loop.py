@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from duroxide.observability.logging import get_logger
@@ -75,11 +75,13 @@ class _Queue:
 
 
 @contextmanager
-def _running(queue: _Queue, concurrency: int) -> Iterator[DispatchLoop[int]]:
+def _running(
+    queue: _Queue, concurrency: int, process: Callable[[int], bool | None] | None = None
+) -> Iterator[DispatchLoop[int]]:
     loop = DispatchLoop(
         name="test", hub=queue.hub, channel=ORCHESTRATOR, concurrency=concurrency,
         poll_interval_s=30.0,  # a wait for the poll would outlast the test
-        fetch=queue.fetch, process=queue.process, log=get_logger("test"),
+        fetch=queue.fetch, process=process or queue.process, log=get_logger("test"),
         discard=lambda item: None,
     )  # fmt: skip
     loop.start()
@@ -127,7 +129,7 @@ def test_work_notified_during_a_short_fetch_is_fetched_at_once() -> None:
 def test_a_deferred_item_holds_its_slot_until_it_is_finished() -> None:
     """An item whose processing returned True (its ack handed to a group commit) still counts
     as in flight: the loop claims nothing in its place, and a shutdown waits for it, until
-    ``finished()`` is called."""
+    ``finished(item)`` is called."""
     queue = _Queue()
     queue.add(0, 1)
     deferred = threading.Event()
@@ -139,20 +141,12 @@ def test_a_deferred_item_holds_its_slot_until_it_is_finished() -> None:
             return True
         return None
 
-    loop = DispatchLoop(
-        name="test", hub=queue.hub, channel=ORCHESTRATOR, concurrency=1, poll_interval_s=30.0,
-        fetch=queue.fetch, process=process, log=get_logger("test"), discard=lambda item: None,
-    )  # fmt: skip
-    loop.start()
-    try:
+    with _running(queue, concurrency=1, process=process) as loop:
         assert deferred.wait(WAIT_S)
         assert not loop.wait_idle(time.monotonic() + 0.3)
         assert queue.processed == [0]
 
-        loop.finished()
+        loop.finished(0)
 
         assert queue.wait_processed(2)
         assert loop.wait_idle(time.monotonic() + WAIT_S)
-    finally:
-        loop.stop_claiming(time.monotonic() + WAIT_S)
-        loop.close()
